@@ -1,0 +1,41 @@
+# Two commands: `make run` serves the product, `make test` runs the suite.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+WORKERS ?= 1
+export HOST PORT
+
+# The suite runs against this machine's real PostgreSQL and Redis.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chat
+TEST_REDIS_URL    ?= redis://127.0.0.1:6379/9
+
+.PHONY: run test install lint bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+# A generated SECRET_KEY for this checkout, kept out of git.
+.env:
+	$(PY) -c "import secrets; print('SECRET_KEY=' + secrets.token_urlsafe(50))" > $@
+
+run: install .env
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
+test: install
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) DEBUG=0 \
+	SECRET_KEY=test-only-secret-key ENV_FILE=/nonexistent CHAT_AUTH_RATE=100000/minute \
+	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+clean:
+	rm -rf $(VENV) staticfiles .coverage .coverage.* htmlcov

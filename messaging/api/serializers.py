@@ -1,0 +1,105 @@
+"""Request and response shapes of the REST API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from messaging.channels import TOPIC_NAME_RE
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class UserRefField(serializers.Field):
+    """A user id (integer) or a username (string)."""
+
+    def to_internal_value(self, data: Any) -> int | str:
+        if isinstance(data, bool):
+            raise serializers.ValidationError("a user id or a username")
+        if isinstance(data, int) and data > 0:
+            return data
+        if isinstance(data, str) and 0 < len(data) <= 150:
+            return data
+        raise serializers.ValidationError("a user id or a username")
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class RegisterSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(write_only=True, trim_whitespace=False)
+
+    def validate_username(self, value: str) -> str:
+        validator = get_user_model().username_validator
+        try:
+            validator(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(list(exc.messages)) from None
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        user = get_user_model()(username=attrs["username"])
+        try:
+            validate_password(attrs["password"], user=user)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"password": list(exc.messages)}) from None
+        return attrs
+
+
+class UserSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+
+
+class TopicCreateSerializer(serializers.Serializer):
+    name = serializers.RegexField(TOPIC_NAME_RE.pattern + r"\Z", max_length=64)
+    private = serializers.BooleanField(default=False)
+
+
+class TopicSerializer(serializers.Serializer):
+    name = serializers.CharField(source="topic_name")
+    channel = serializers.CharField(source="name")
+    private = serializers.BooleanField(source="is_private")
+    last_seq = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class MemberSerializer(serializers.Serializer):
+    user = UserRefField()
+
+
+class HistoryQuerySerializer(serializers.Serializer):
+    before = serializers.IntegerField(required=False, min_value=0)
+    after = serializers.IntegerField(required=False, min_value=0)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=200)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "before" in attrs and "after" in attrs and attrs["after"] >= attrs["before"]:
+            raise serializers.ValidationError("after must be below before")
+        return attrs
+
+
+class MessageSerializer(serializers.Serializer):
+    """Documentation of the message shape (protocol section 3)."""
+
+    type = serializers.CharField()
+    id = serializers.IntegerField()
+    channel = serializers.CharField()
+    seq = serializers.IntegerField()
+    kind = serializers.CharField()
+    body = serializers.CharField(allow_null=True)
+    client_id = serializers.CharField(allow_null=True)
+    created_at = serializers.CharField()
+    edited_at = serializers.CharField(allow_null=True)
+    deleted = serializers.BooleanField()
+
+
+class HistorySerializer(serializers.Serializer):
+    messages = MessageSerializer(many=True)
+    has_more = serializers.BooleanField()

@@ -1,0 +1,70 @@
+"""Hands stored messages to the channel layer, once their transaction committed.
+
+A message is encoded to JSON once here, not once per recipient; the session
+actors forward the text as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from .channels import Kind, parse_channel, user_group
+from .models import Message
+from .wire import message_frame
+
+_encoder = msgspec.json.Encoder()
+
+
+def groups_for(channel_name: str) -> list[str]:
+    name = parse_channel(channel_name)
+    if name.kind in (Kind.TOPIC, Kind.BROADCAST):
+        return [name.group]
+    return [user_group(uid) for uid in name.members()]
+
+
+def message_event(message: Message, *, origin: str | None = None) -> dict[str, Any]:
+    """The channel-layer event for a new message.
+
+    `origin` is the sending session's channel name: that session already has
+    the message in its `ok` and only notes the seq.
+    """
+    return {
+        "type": "chat.message",
+        "channel": message.channel.name,
+        "seq": message.seq,
+        "text": _encoder.encode(message_frame(message)).decode(),
+        "origin": origin,
+    }
+
+
+async def message_publish(message: Message, *, origin: str | None = None) -> None:
+    """Send a committed message to every group that carries its channel."""
+    layer = get_channel_layer()
+    event = message_event(message, origin=origin)
+    for group in groups_for(message.channel.name):
+        await layer.group_send(group, event)
+
+
+def message_publish_on_commit(message: Message) -> None:
+    """Publish from sync code once the current transaction (if any) commits."""
+    transaction.on_commit(lambda: async_to_sync(message_publish)(message))
+
+
+def _user_event_on_commit(user_id: int, event: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    transaction.on_commit(lambda: async_to_sync(layer.group_send)(user_group(user_id), event))
+
+
+def channel_revoke_on_commit(*, user_id: int, channel: str) -> None:
+    """Tell the user's live sessions to drop a subscription they lost."""
+    _user_event_on_commit(user_id, {"type": "chat.revoke", "channel": channel})
+
+
+def sessions_close_on_commit(*, user_id: int, code: int) -> None:
+    """Close every live session of the user (a deactivated account: 4403)."""
+    _user_event_on_commit(user_id, {"type": "session.close", "code": code})

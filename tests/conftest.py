@@ -1,0 +1,125 @@
+"""Shared fixtures: users and tokens, Redis cleanup, WebSocket sessions.
+
+The suite runs against the real PostgreSQL and Redis (see the Makefile's
+`test` target); nothing here mocks the database, the channel layer or Redis.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import redis
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from rest_framework_simplejwt.tokens import AccessToken
+
+_names = itertools.count(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _redis_clean() -> None:
+    """Start from an empty test Redis database (the Makefile points at db 9)."""
+    if settings.REDIS_URL:
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer() -> None:
+    """A new layer object per test: its Redis pools belong to the test's loop."""
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+def make_user(db: Any) -> Callable[..., Any]:
+    def make(username: str | None = None, *, password: str = "Pass-word-123", **extra: Any) -> Any:
+        name = username or f"user{next(_names)}"
+        return get_user_model().objects.create_user(username=name, password=password, **extra)
+
+    return make
+
+
+def token_for(user: Any, *, lifetime: float | None = None) -> str:
+    token = AccessToken.for_user(user)
+    if lifetime is not None:
+        from datetime import timedelta
+
+        token.set_exp(lifetime=timedelta(seconds=lifetime))
+    return str(token)
+
+
+class Session:
+    """A WebSocket session driven through `WebsocketCommunicator`."""
+
+    def __init__(self, communicator: WebsocketCommunicator) -> None:
+        self.comm = communicator
+        self.welcome: dict[str, Any] = {}
+        self._refs = itertools.count(1)
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        await self.comm.send_to(text_data=frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def recv(self, timeout: float = 3) -> dict[str, Any]:
+        return json.loads(await self.comm.receive_from(timeout=timeout))
+
+    async def request(self, frame: dict[str, Any], timeout: float = 3) -> dict[str, Any]:
+        """Send with a fresh ref and return the answer carrying it (events before it are kept)."""
+        ref = f"r{next(self._refs)}"
+        await self.send({**frame, "ref": ref})
+        self.skipped: list[dict[str, Any]] = []
+        while True:
+            frame_in = await self.recv(timeout)
+            if frame_in.get("ref") == ref:
+                return frame_in
+            self.skipped.append(frame_in)
+
+    async def nothing(self, timeout: float = 0.3) -> bool:
+        return await self.comm.receive_nothing(timeout=timeout)
+
+    async def closed(self, timeout: float = 3) -> int:
+        """Wait for the server to close; return the close code."""
+        while True:
+            message = await self.comm.output_queue.get() if timeout is None else await _get(self.comm, timeout)
+            if message["type"] == "websocket.close":
+                return message.get("code", 1000)
+
+
+async def _get(comm: WebsocketCommunicator, timeout: float) -> dict[str, Any]:
+    return await comm.receive_output(timeout)
+
+
+@asynccontextmanager
+async def ws_session(
+    user: Any = None,
+    *,
+    token: str | None = None,
+    path: str = "/ws/",
+    query: str = "",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    expect_welcome: bool = True,
+) -> AsyncIterator[Session]:
+    """Open a session on the real ASGI application (auth, Origin check, routing)."""
+    from config.asgi import application
+
+    if token is None and user is not None:
+        token = token_for(user)
+    qs = "&".join(p for p in (f"token={token}" if token else "", query) if p)
+    comm = WebsocketCommunicator(application, f"{path}?{qs}" if qs else path, headers=headers or [])
+    connected, _ = await comm.connect(timeout=5)
+    session = Session(comm)
+    try:
+        assert connected
+        if expect_welcome:
+            session.welcome = await session.recv()
+            assert session.welcome["type"] == "welcome"
+        yield session
+    finally:
+        await comm.disconnect()
