@@ -73,6 +73,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.session_id = session_id_new()
         self.topics: set[str] = set()
         self.tracker = DeliveryTracker()
+        # (channel, seq) this session sent whose own live event has not come back.
+        self.sent_here: set[tuple[str, int]] = set()
         self.bucket = TokenBucket(rate=chat["SEND_RATE"], burst=chat["SEND_BURST"])
         self.heartbeat: int = chat["HEARTBEAT"]
         self.last_activity = time.monotonic()
@@ -139,10 +141,14 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         self.last_activity = time.monotonic()
+        limit = settings.CHAT["MAX_FRAME_BYTES"]
         if text_data is None:
+            # The frame limit holds for binary frames too (protocol section 7).
+            if len(bytes_data or b"") > limit:
+                await self.close(code=CLOSE_TOO_BIG)
+                return
             await self.send_frame(frames.error(None, BadJson("frames are JSON text, not binary")))
             return
-        limit = settings.CHAT["MAX_FRAME_BYTES"]
         if len(text_data) > limit or (len(text_data) * 4 > limit and len(text_data.encode()) > limit):
             await self.close(code=CLOSE_TOO_BIG)
             return
@@ -168,6 +174,11 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def answer_sent(self, frame: frames.Frame, message: Message, created: bool) -> None:
         """Publish a fresh message (committed by now) and answer with it."""
         if created:
+            name = message.channel.name
+            if not name.startswith("topic:") or name in self.topics:
+                # A gap fill may reach it before its own event: it must not
+                # come back to this session, which has it in the `ok`.
+                self.sent_here.add((name, message.seq))
             await message_publish(message, origin=self.channel_name)
         await self.send_frame(frames.ok(frame.ref, message=message_frame(message)))
 
@@ -188,9 +199,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def on_direct(self, frame: frames.Direct) -> None:
         self.rate_check()
-        message, created = await direct_send(
-            sender=self.user, to=frame.to, body=frame.body, client_id=frame.client_id
-        )
+        message, created = await direct_send(sender=self.user, to=frame.to, body=frame.body, client_id=frame.client_id)
         await self.answer_sent(frame, message, created)
 
     async def on_publish(self, frame: frames.Publish) -> None:
@@ -273,15 +282,23 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def chat_message(self, event: dict[str, Any]) -> None:
         """A live message: forward once, in seq order, filling gaps first."""
         channel, seq = event["channel"], event["seq"]
+        if event["origin"] == self.channel_name:
+            self.sent_here.discard((channel, seq))
         if channel.startswith("topic:") and channel not in self.topics:
             return  # unsubscribed while the event was in flight
         action, after = self.tracker.classify(channel, seq)
         if action == "drop":
             return
-        if action == "fill":
-            for message in await messages_between_named(name=channel, after=after, upto=seq - 1):
-                await self.send_frame(message_frame(message))
+        # A gap can be longer than one page of the query: page until it is closed.
+        while action == "fill" and after < seq - 1:
+            rows = await messages_between_named(name=channel, after=after, upto=seq - 1)
+            if not rows:
+                break
+            for message in rows:
+                if (channel, message.seq) not in self.sent_here:
+                    await self.send_frame(message_frame(message))
                 self.tracker.mark(channel, message.seq)
+            after = rows[-1].seq
         self.tracker.mark(channel, seq)
         if event["origin"] != self.channel_name:
             await self.send(text_data=event["text"])

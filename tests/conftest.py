@@ -123,3 +123,44 @@ async def ws_session(
         yield session
     finally:
         await comm.disconnect()
+
+
+# --- Helpers for the session-actor tests (tests/realtime/test_consumer*.py) ---
+
+
+@pytest.fixture
+def auser(make_user: Callable[..., Any]) -> Callable[..., Any]:
+    """`make_user` for async tests: `ann = await auser(is_staff=True)`."""
+    from asgiref.sync import sync_to_async
+
+    return sync_to_async(make_user)
+
+
+@pytest.fixture
+def chat_settings(settings: Any) -> Callable[..., None]:
+    """Override keys of `settings.CHAT` for one test.
+
+    CHAT is a dict read at run time, so the whole dict is replaced by a
+    modified copy (pytest-django restores the original afterwards).
+    """
+
+    def apply(**overrides: Any) -> None:
+        settings.CHAT = {**settings.CHAT, **overrides}
+
+    return apply
+
+
+async def recv_messages(session: Session, count: int) -> list[dict[str, Any]]:
+    """The next `count` frames, each of which must be a `message` event."""
+    got = []
+    for _ in range(count):
+        frame = await session.recv()
+        assert frame["type"] == "message", frame
+        got.append(frame)
+    return got
+
+
+@pytest.fixture
+def fast_passwords(settings: Any) -> None:
+    """A cheap password hasher: these tests make many users and never log in."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
