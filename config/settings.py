@@ -171,6 +171,11 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
     # Registration and token calls per client address.
     "DEFAULT_THROTTLE_RATES": {"auth": env.str("CHAT_AUTH_RATE", default="30/minute")},
+    # Throttle by REMOTE_ADDR only: with NUM_PROXIES unset DRF trusts any
+    # X-Forwarded-For, so a client could invent a new address per try. Behind
+    # a proxy, uvicorn (proxy_headers, trusted hosts) already puts the real
+    # client address in REMOTE_ADDR.
+    "NUM_PROXIES": 0,
 }
 
 # The cache holds REST throttling counters; shared between processes on Redis.
@@ -196,6 +201,12 @@ CHAT = {
     "MAX_FRAME_BYTES": 64 * 1024,
     "MAX_BODY_BYTES": 16 * 1024,
     "MAX_SUBSCRIPTIONS": env.int("CHAT_MAX_SUBSCRIPTIONS", default=500),
+    # Live sessions one user may hold at once; one more is closed with 4429.
+    "MAX_CONNECTIONS_PER_USER": env.int("CHAT_MAX_CONNECTIONS_PER_USER", default=20),
+    # Frames waiting for a slow client; overflowing it closes with 4409.
+    "OUTBOUND_BUFFER": env.int("CHAT_OUTBOUND_BUFFER", default=1000),
+    # Key prefix of session state in Redis.
+    "STORE_PREFIX": env.str("CHAT_STORE_PREFIX", default="chat"),
     "SEND_RATE": env.float("CHAT_SEND_RATE", default=20.0),
     "SEND_BURST": env.int("CHAT_SEND_BURST", default=40),
     "TOPIC_AUTOCREATE": env.bool("CHAT_TOPIC_AUTOCREATE", default=True),

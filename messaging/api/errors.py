@@ -50,7 +50,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     status = exc.status_code
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         status = 401
-    body = {"code": _CODES.get(status, "internal"), "message": _flatten(exc.detail)}
+    detail = exc.detail
+    if isinstance(detail, dict) and "detail" in detail:
+        # simplejwt's InvalidToken: {"detail": text, "code": ..., "messages": [...]};
+        # the text alone is the human message.
+        detail = detail["detail"]
+    body = {"code": _CODES.get(status, "internal"), "message": _flatten(detail)}
     headers = {}
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         body["retry_after"] = max(1, int(exc.wait))

@@ -58,7 +58,8 @@ class UserSerializer(serializers.Serializer):
 
 
 class TopicCreateSerializer(serializers.Serializer):
-    name = serializers.RegexField(TOPIC_NAME_RE.pattern + r"\Z", max_length=64)
+    # RegexField searches: without \A, "Bad Name" would pass (its tail matches).
+    name = serializers.RegexField(r"\A" + TOPIC_NAME_RE.pattern + r"\Z", max_length=64)
     private = serializers.BooleanField(default=False)
 
 
@@ -68,6 +69,13 @@ class TopicSerializer(serializers.Serializer):
     private = serializers.BooleanField(source="is_private")
     last_seq = serializers.IntegerField()
     created_at = serializers.DateTimeField()
+
+
+class TopicPageSerializer(serializers.Serializer):
+    """A page of topics; `next` is the URL of the following page, or null."""
+
+    results = TopicSerializer(many=True)
+    next = serializers.URLField(allow_null=True)
 
 
 class MemberSerializer(serializers.Serializer):
@@ -98,6 +106,10 @@ class MessageSerializer(serializers.Serializer):
     created_at = serializers.CharField()
     edited_at = serializers.CharField(allow_null=True)
     deleted = serializers.BooleanField()
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # `from` is a Python keyword, so it cannot be declared as an attribute.
+        return {**super().get_fields(), "from": UserSerializer(allow_null=True)}
 
 
 class HistorySerializer(serializers.Serializer):

@@ -90,7 +90,10 @@ class HistoryView(APIView):
 class TopicsView(APIView):
     pagination = ResultsPagination
 
-    @extend_schema(responses=s.TopicSerializer(many=True))
+    @extend_schema(
+        parameters=[OpenApiParameter("cursor", str, OpenApiParameter.QUERY, description="from a `next` link")],
+        responses=s.TopicPageSerializer,
+    )
     def get(self, request: Request) -> Response:
         paginator = self.pagination()
         page = paginator.paginate_queryset(selectors.topics_visible(user=request.user), request, view=self)
