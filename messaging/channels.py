@@ -93,8 +93,11 @@ def topic_channel(name: str) -> ChannelName:
 
 
 def _positive_id(text: str) -> int:
-    if not text.isdigit() or text.startswith("0"):
-        raise BadRequest(f"bad user id {text!r} in channel name")
+    # isdigit() alone admits "²" and "١" (int() rejects one, reads the other as
+    # 1), and a very long digit run makes int() raise ValueError; 19 digits
+    # covers every bigint id.
+    if not (text.isascii() and text.isdigit()) or text.startswith("0") or len(text) > 19:
+        raise BadRequest(f"bad user id {text[:24]!r} in channel name")
     return int(text)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -123,3 +124,52 @@ def messages_between_named(*, name: str, after: int, upto: int, limit: int = 500
     if channel is None:
         return []
     return messages_between(channel=channel, after=after, upto=upto, limit=limit)
+
+
+def channels_auto_of(*, user_id: int) -> QuerySet[Channel]:
+    """The stored channels a user receives without subscribing: DMs, system:U, broadcast."""
+    return Channel.objects.filter(
+        Q(name__in=("broadcast", f"system:{user_id}"))
+        | Q(kind=Kind.DIRECT, name__startswith=f"dm:{user_id}:")
+        | Q(kind=Kind.DIRECT, name__endswith=f":{user_id}")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    topics: list[str]
+    messages: list[Message]
+
+
+def backlog_for_resume(
+    *, user: AbstractBaseUser, topics: list[str], acked: dict[str, int], since: float, limit: int = 10_000
+) -> Backlog:
+    """What a resumed session must be sent again, and the topics it may keep.
+
+    Per channel: everything after its acknowledged seq; for a channel it never
+    acknowledged (a DM or notice that came while it was away), everything
+    stored since the session was created. Topics the user lost access to
+    meanwhile are dropped.
+    """
+    stored = {c.name: c for c in Channel.objects.filter(name__in=topics)}
+    private_ids = [c.pk for c in stored.values() if c.is_private]
+    member_of = set(
+        ChannelMember.objects.filter(user=user, channel_id__in=private_ids).values_list("channel_id", flat=True)
+    )
+    kept = [n for n in topics if n in stored and (not stored[n].is_private or stored[n].pk in member_of)]
+    channels = [*(stored[name] for name in kept), *channels_auto_of(user_id=user.pk)]
+    created = datetime.fromtimestamp(since, tz=UTC)
+    cond = Q()
+    for channel in channels:
+        if channel.name in acked:
+            if channel.last_seq > acked[channel.name]:
+                cond |= Q(channel=channel, seq__gt=acked[channel.name])
+        else:
+            cond |= Q(channel=channel, created_at__gte=created)
+    if not cond:
+        return Backlog(kept, [])
+    by_id = {c.pk: c for c in channels}
+    rows = list(Message.objects.filter(cond).select_related("sender").order_by("channel_id", "seq")[:limit])
+    for row in rows:
+        row.channel = by_id[row.channel_id]
+    return Backlog(kept, rows)

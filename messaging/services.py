@@ -93,9 +93,7 @@ def message_store(
             if client_id and sender is not None:
                 if existing := _recent_duplicate(sender_id=sender.pk, client_id=client_id):
                     raise _Duplicate(existing)
-            message = Message.objects.create(
-                channel=channel, seq=seq, sender=sender, body=body, client_id=client_id
-            )
+            message = Message.objects.create(channel=channel, seq=seq, sender=sender, body=body, client_id=client_id)
     except _Duplicate as dup:
         return dup.message, False
     channel.last_seq = seq
@@ -107,8 +105,13 @@ def message_send(
     *, sender: AbstractBaseUser, name: ChannelName, body: str, client_id: str | None = None
 ) -> tuple[Message, bool]:
     """Authorise and store a message on a topic or broadcast channel."""
-    if name.kind not in (Kind.TOPIC, Kind.BROADCAST):
-        raise BadRequest("publish takes a topic: channel; use direct or broadcast")
+    # system: is nobody's to write (channel_for_write says forbidden); a dm:
+    # the sender may not read is forbidden too (protocol section 3), their own
+    # is a misuse of publish.
+    if name.kind is Kind.DIRECT:
+        if sender.pk not in name.members():
+            raise Forbidden(f"you may not write to {name}")
+        raise BadRequest("publish takes a topic: channel; send direct messages with `direct`")
     channel = channel_for_write(user=sender, name=name)
     return message_store(channel=channel, sender=sender, body=body, client_id=client_id)
 
