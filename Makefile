@@ -29,7 +29,7 @@ run: install .env
 	$(PY) manage.py serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: install
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) DEBUG=0 \
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) DEBUG=0 CONN_MAX_AGE=0 \
 	SECRET_KEY=test-only-secret-key ENV_FILE=/nonexistent CHAT_AUTH_RATE=100000/minute \
 	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 

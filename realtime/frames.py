@@ -117,8 +117,23 @@ class Auth(Frame, tag="auth"):
 FRAME_TYPES: dict[str, type[Frame]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (
-        Direct, Publish, Broadcast, Subscribe, Unsubscribe, Received, Read, History, Edit,
-        Delete, Typing, PresenceSubscribe, PresenceUnsubscribe, PresenceSet, Sync, Ping, Auth,
+        Direct,
+        Publish,
+        Broadcast,
+        Subscribe,
+        Unsubscribe,
+        Received,
+        Read,
+        History,
+        Edit,
+        Delete,
+        Typing,
+        PresenceSubscribe,
+        PresenceUnsubscribe,
+        PresenceSet,
+        Sync,
+        Ping,
+        Auth,
     )
 }
 
