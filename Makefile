@@ -30,7 +30,7 @@ run: install .env
 
 test: install
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) DEBUG=0 CONN_MAX_AGE=0 \
-	SECRET_KEY=test-only-secret-key ENV_FILE=/nonexistent CHAT_AUTH_RATE=100000/minute \
+	SECRET_KEY=test-only-secret-key-not-for-production-use ENV_FILE=/nonexistent CHAT_AUTH_RATE=100000/minute \
 	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 lint: install

@@ -50,7 +50,7 @@ def token_check(raw: str | None) -> TokenCheck:
     return TokenCheck(user=user, expires_at=float(token["exp"]))
 
 
-token_check_async = database_sync_to_async(token_check)
+token_check_async = database_sync_to_async(token_check, thread_sensitive=False)
 
 
 def token_from_scope(scope: dict[str, Any]) -> str | None:

@@ -1,38 +1,48 @@
-"""The session actor: one per WebSocket connection (protocol sections 1 to 4).
+"""The session actor: one per WebSocket connection (protocol sections 1 to 4, 6, 7).
 
 It parses a frame (`frames.parse`), authorises through the services, calls
 them, and answers. Live messages come in from the channel layer as
 `chat.message` events carrying pre-encoded text; the actor forwards each
 once, in `seq` order per channel, filling gaps from the database.
+
+Everything it sends goes through a bounded outbox drained by one writer
+task, so a client that stops reading costs at most `OUTBOUND_BUFFER` frames
+before it is closed with 4409 (its session stays resumable).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from messaging import selectors, services
-from messaging.channels import BROADCAST_GROUP, ChannelName, Kind, user_group
+from messaging.channels import BROADCAST_GROUP, ChannelName, Kind, parse_channel, user_group
 from messaging.delivery import message_publish
 from messaging.errors import BadJson, BadRequest, ChatError, Forbidden, NotFound, RateLimited, Unauthorized
 from messaging.models import Message
 from messaging.wire import message_frame
 
 from . import frames
-from .auth import CLOSE_UNAUTHORIZED, token_check_async
+from .auth import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, token_check_async
 from .limits import TokenBucket
 from .sessions import DeliveryTracker, session_id_new
+from .store import session_store
 
 log = logging.getLogger(__name__)
 
+CLOSE_TAKEN_OVER = 4000
 CLOSE_HEARTBEAT = 4408
+CLOSE_TOO_SLOW = 4409
+CLOSE_TOO_MANY = 4429
 CLOSE_TOO_BIG = 1009
 REPLAY_PAGE = 500
 
@@ -54,6 +64,7 @@ channel_last_seq = db(selectors.channel_last_seq)
 history_page = db(selectors.history_page)
 messages_between = db(selectors.messages_between)
 messages_between_named = db(selectors.messages_between_named)
+backlog_for_resume = db(selectors.backlog_for_resume)
 
 
 class SessionConsumer(AsyncWebsocketConsumer):
@@ -61,7 +72,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.watchdog: asyncio.Task[None] | None = None
+        self.writer: asyncio.Task[None] | None = None
         self.joined: set[str] = set()
+        self.session_id = ""
+        self.closing = False
         await self.accept()
         check = self.scope["auth"]
         if check.close_code:
@@ -70,40 +84,138 @@ class SessionConsumer(AsyncWebsocketConsumer):
         chat = settings.CHAT
         self.user = check.user
         self.token_expires_at: float = check.expires_at
-        self.session_id = session_id_new()
         self.topics: set[str] = set()
+        self.acked: dict[str, int] = {}
+        self.own_sent: set[tuple[str, int]] = set()
         self.tracker = DeliveryTracker()
-        # (channel, seq) this session sent whose own live event has not come back.
-        self.sent_here: set[tuple[str, int]] = set()
         self.bucket = TokenBucket(rate=chat["SEND_RATE"], burst=chat["SEND_BURST"])
         self.heartbeat: int = chat["HEARTBEAT"]
+        self.resume_window: int = chat["RESUME_WINDOW"]
         self.last_activity = time.monotonic()
+        self.store = session_store()
+        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=chat["OUTBOUND_BUFFER"])
+        self.writer = asyncio.create_task(self.write_loop())
+
+        if not await self.store.user_enter(
+            self.user.pk, self.channel_name, limit=chat["MAX_CONNECTIONS_PER_USER"], ttl=self.live_ttl
+        ):
+            await self.close(code=CLOSE_TOO_MANY)
+            return
+        state = await self.session_attach()
         for group in (user_group(self.user.pk), BROADCAST_GROUP):
             await self.group_join(group)
-        await self.send_frame(
+        backlog: list[Message] = []
+        if state is not None:
+            found = await backlog_for_resume(
+                user=self.user, topics=state.topics, acked=state.acked, since=state.created
+            )
+            for name in found.topics:
+                await self.group_join(parse_channel(name).group)
+            self.topics = set(found.topics)
+            if found.topics != state.topics:
+                await self.store.topics_set(self.session_id, found.topics)
+            self.acked = dict(state.acked)
+            backlog = found.messages
+        await self.push(
             {
                 "type": "welcome",
                 "session": self.session_id,
                 "user": {"id": self.user.pk, "username": self.user.get_username()},
                 "heartbeat": self.heartbeat,
-                "resume_window": chat["RESUME_WINDOW"],
-                "resumed": False,
-                "channels": [],
+                "resume_window": self.resume_window,
+                "resumed": state is not None,
+                "channels": sorted(self.topics),
             }
         )
+        for channel, seq in self.acked.items():
+            self.tracker.mark(channel, seq)
+        for message in backlog:
+            await self.push_message(message)
         self.watchdog = asyncio.create_task(self.watch())
 
+    @property
+    def live_ttl(self) -> float:
+        """How long state of a live session is kept without a refresh."""
+        return self.resume_window + 3 * self.heartbeat
+
+    async def session_attach(self) -> Any:
+        """Resume `?session=` if it is this user's and not expired, else start one.
+
+        Returns the resumed state or None. An actor that still holds the
+        resumed session elsewhere is told to close.
+        """
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        requested = (query.get("session") or [""])[0]
+        state = await self.store.load(requested) if requested else None
+        if state is not None and state.user_id == self.user.pk:
+            self.session_id = requested
+            previous = await self.store.claim(requested, owner=self.channel_name, ttl=self.live_ttl)
+            if previous and previous != self.channel_name:
+                await self.channel_layer.send(previous, {"type": "session.close", "code": CLOSE_TAKEN_OVER})
+            return state
+        self.session_id = session_id_new()
+        await self.store.create(self.session_id, user_id=self.user.pk, owner=self.channel_name, ttl=self.live_ttl)
+        return None
+
     async def disconnect(self, code: int) -> None:
-        if self.watchdog is not None:
-            self.watchdog.cancel()
+        self.closing = True
+        for task in (self.watchdog, self.writer):
+            if task is not None:
+                task.cancel()
         for group in list(self.joined):
             await self.channel_layer.group_discard(group, self.channel_name)
         self.joined.clear()
+        if self.session_id:
+            # The state stays for resume_window seconds: any process may resume it.
+            await self.store.release(self.session_id, owner=self.channel_name, ttl=self.resume_window)
+            await self.store.user_leave(self.user.pk, self.channel_name)
 
-    # --- plumbing -------------------------------------------------------------
+    # --- outbound ---------------------------------------------------------------
 
-    async def send_frame(self, frame: dict[str, Any]) -> None:
-        await self.send(text_data=frames.encode(frame))
+    async def write_loop(self) -> None:
+        """Drain the outbox onto the socket; the server's `send` waits while the
+        client's TCP window is full, so the outbox is where a slow client shows."""
+        while True:
+            text = await self.outbox.get()
+            await self.send(text_data=text)
+
+    async def push(self, frame: dict[str, Any], *, wait: bool = False) -> None:
+        await self.push_text(frames.encode(frame), wait=wait)
+
+    async def push_text(self, text: str, *, wait: bool = False) -> None:
+        """Queue a frame. Replays (which the actor paces itself) wait for room;
+        anything else finding the outbox full means the client is too slow:
+        it is closed with 4409."""
+        if self.closing:
+            return
+        if wait:
+            await self.outbox.put(text)
+            return
+        try:
+            self.outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            await self.too_slow()
+
+    async def push_message(self, message: Message) -> None:
+        """A stored message from a replay, a resume or a gap fill."""
+        await self.push(message_frame(message), wait=True)
+        self.tracker.mark(message.channel.name, message.seq)
+
+    async def too_slow(self) -> None:
+        """Drop what is queued and close 4409; the session stays resumable."""
+        self.closing = True
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
+        # The close frame itself waits for the client's TCP window: don't
+        # block the actor on it.
+        self.closer = asyncio.create_task(self.close(code=CLOSE_TOO_SLOW))
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Stop writing, then close: nothing may be sent after the close frame."""
+        self.closing = True
+        if self.writer is not None:
+            self.writer.cancel()
+        await super().close(code=code, reason=reason)
 
     async def group_join(self, group: str) -> None:
         await self.channel_layer.group_add(group, self.channel_name)
@@ -114,13 +226,15 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_discard(group, self.channel_name)
 
     async def watch(self) -> None:
-        """Close on heartbeat silence (4408) or token expiry (4401); refresh groups.
+        """Close on heartbeat silence (4408) or token expiry (4401); keep state alive.
 
         Group membership in channels-redis expires after `group_expiry`; a
         session that lives longer re-adds itself well before that.
         """
         refresh_every = max(settings.GROUP_EXPIRY / 3, 1.0)
         next_refresh = time.monotonic() + refresh_every
+        next_touch = time.monotonic() + self.heartbeat
+        limit = settings.CHAT["MAX_CONNECTIONS_PER_USER"]
         while True:
             now = time.monotonic()
             silent_until = self.last_activity + 2 * self.heartbeat
@@ -131,11 +245,15 @@ class SessionConsumer(AsyncWebsocketConsumer):
             if expires_in <= 0:
                 await self.close(code=CLOSE_UNAUTHORIZED)
                 return
+            if now >= next_touch:
+                await self.store.touch(self.session_id, ttl=self.live_ttl)
+                await self.store.user_enter(self.user.pk, self.channel_name, limit=limit, ttl=self.live_ttl)
+                next_touch = now + self.heartbeat
             if now >= next_refresh:
                 for group in list(self.joined):
                     await self.channel_layer.group_add(group, self.channel_name)
                 next_refresh = now + refresh_every
-            await asyncio.sleep(max(0.05, min(silent_until - now, expires_in, next_refresh - now)))
+            await asyncio.sleep(max(0.05, min(silent_until - now, expires_in, next_refresh - now, next_touch - now)))
 
     # --- client frames ----------------------------------------------------------
 
@@ -147,7 +265,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             if len(bytes_data or b"") > limit:
                 await self.close(code=CLOSE_TOO_BIG)
                 return
-            await self.send_frame(frames.error(None, BadJson("frames are JSON text, not binary")))
+            await self.push(frames.error(None, BadJson("frames are JSON text, not binary")))
             return
         if len(text_data) > limit or (len(text_data) * 4 > limit and len(text_data.encode()) > limit):
             await self.close(code=CLOSE_TOO_BIG)
@@ -155,16 +273,16 @@ class SessionConsumer(AsyncWebsocketConsumer):
         try:
             frame = frames.parse(text_data)
         except ChatError as exc:
-            await self.send_frame(frames.error(getattr(exc, "ref", None), exc))
+            await self.push(frames.error(getattr(exc, "ref", None), exc))
             return
         handler = getattr(self, "on_" + type(frame).__name__.lower())
         try:
             await handler(frame)
         except ChatError as exc:
-            await self.send_frame(frames.error(frame.ref, exc))
+            await self.push(frames.error(frame.ref, exc))
         except Exception:
             log.exception("frame %s failed", type(frame).__name__)
-            await self.send_frame(frames.error(frame.ref, ChatError("internal error")))
+            await self.push(frames.error(frame.ref, ChatError("internal error")))
 
     def rate_check(self) -> None:
         retry_after = self.bucket.take(time.monotonic())
@@ -178,24 +296,26 @@ class SessionConsumer(AsyncWebsocketConsumer):
             if not name.startswith("topic:") or name in self.topics:
                 # A gap fill may reach it before its own event: it must not
                 # come back to this session, which has it in the `ok`.
-                self.sent_here.add((name, message.seq))
+                self.own_sent.add((name, message.seq))
             await message_publish(message, origin=self.channel_name)
-        await self.send_frame(frames.ok(frame.ref, message=message_frame(message)))
+        await self.push(frames.ok(frame.ref, message=message_frame(message)))
 
     async def on_ping(self, frame: frames.Ping) -> None:
         pong: dict[str, Any] = {"type": "pong", "t": int(time.time() * 1000)}
         if frame.ref is not None:
             pong["ref"] = frame.ref
-        await self.send_frame(pong)
+        await self.push(pong)
 
     async def on_auth(self, frame: frames.Auth) -> None:
         check = await token_check_async(frame.token)
+        if check.close_code == CLOSE_FORBIDDEN:
+            raise Forbidden("the user is inactive")
         if check.close_code:
             raise Unauthorized(f"token refused: {check.reason}")
         if check.user.pk != self.user.pk:
             raise Forbidden("the token belongs to another user")
         self.token_expires_at = check.expires_at
-        await self.send_frame(frames.ok(frame.ref, expires_at=int(check.expires_at)))
+        await self.push(frames.ok(frame.ref, expires_at=int(check.expires_at)))
 
     async def on_direct(self, frame: frames.Direct) -> None:
         self.rate_check()
@@ -229,14 +349,27 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 raise BadRequest(f"at most {settings.CHAT['MAX_SUBSCRIPTIONS']} subscriptions per session")
             channel = await channel_for_write(user=self.user, name=name)
             await self.group_join(name.group)
-            self.topics.add(key)
+            if key not in self.topics:
+                self.topics.add(key)
+                await self.store.topics_set(self.session_id, sorted(self.topics))
         else:
             channel = await channel_readable(user=self.user, name=name)
         last_seq = await channel_last_seq(channel_id=channel.pk) if channel else 0
+        await self.baseline(key, last_seq if frame.since is None else min(frame.since, last_seq))
         if frame.since is not None and channel is not None:
             await self.replay(channel, after=frame.since, upto=last_seq)
         self.tracker.mark(key, last_seq)
-        await self.send_frame(frames.ok(frame.ref, channel=key, last_seq=last_seq))
+        await self.push(frames.ok(frame.ref, channel=key, last_seq=last_seq))
+
+    async def baseline(self, channel: str, seq: int) -> None:
+        """The resume point of a channel this session starts to receive.
+
+        Everything after it that the client does not acknowledge is sent
+        again on resume.
+        """
+        if channel not in self.acked:
+            self.acked[channel] = seq
+            await self.store.ack(self.session_id, channel, seq)
 
     async def replay(self, channel: Any, *, after: int, upto: int) -> None:
         while after < upto:
@@ -244,7 +377,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             if not rows:
                 return
             for message in rows:
-                await self.send_frame(message_frame(message))
+                await self.push_message(message)
             after = rows[-1].seq
 
     async def on_unsubscribe(self, frame: frames.Unsubscribe) -> None:
@@ -253,20 +386,40 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if name.auto:
             raise BadRequest(f"{key} is received without subscribing and cannot be unsubscribed")
         if key in self.topics:
-            self.topics.discard(key)
-            self.tracker.forget(key)
-            await self.group_leave(name.group)
+            await self.topic_drop(key)
         else:
-            try:
+            with contextlib.suppress(NotFound):
                 await channel_readable(user=self.user, name=name)
-            except NotFound:
-                pass
-        await self.send_frame(frames.ok(frame.ref, channel=key))
+        await self.push(frames.ok(frame.ref, channel=key))
+
+    async def topic_drop(self, key: str) -> None:
+        self.topics.discard(key)
+        self.tracker.forget(key)
+        self.acked.pop(key, None)
+        await self.group_leave(parse_channel(key).group)
+        await self.store.topics_set(self.session_id, sorted(self.topics))
+
+    async def on_received(self, frame: frames.Received) -> None:
+        """Move this session's resume point: everything up to `seq` arrived."""
+        name = frames.channel_of(frame)
+        key = str(name)
+        if not self.receives(name):
+            await channel_readable(user=self.user, name=name)  # forbidden / not_found
+        if frame.seq > self.acked.get(key, -1):
+            self.acked[key] = frame.seq
+            await self.store.ack(self.session_id, key, frame.seq)
+        await self.push(frames.ok(frame.ref, channel=key, seq=self.acked[key]))
+
+    def receives(self, name: ChannelName) -> bool:
+        """Does this session receive the channel (no database needed)?"""
+        if name.kind is Kind.TOPIC:
+            return str(name) in self.topics
+        return name.kind is Kind.BROADCAST or self.user.pk in name.members()
 
     async def on_history(self, frame: frames.History) -> None:
         channel = await channel_readable(user=self.user, name=frames.channel_of(frame))
         page = await history_page(channel=channel, before=frame.before, after=frame.after, limit=frame.limit)
-        await self.send_frame(
+        await self.push(
             frames.ok(frame.ref, messages=[message_frame(m) for m in page.messages], has_more=page.has_more)
         )
 
@@ -274,7 +427,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         kind = type(frame).__struct_config__.tag
         raise NotServed(f"{kind!r} is part of the protocol but not served by this version yet")
 
-    on_received = on_read = on_edit = on_delete = on_typing = not_served
+    on_read = on_edit = on_delete = on_typing = not_served
     on_presencesubscribe = on_presenceunsubscribe = on_presenceset = on_sync = not_served
 
     # --- channel-layer events ---------------------------------------------------
@@ -282,34 +435,34 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def chat_message(self, event: dict[str, Any]) -> None:
         """A live message: forward once, in seq order, filling gaps first."""
         channel, seq = event["channel"], event["seq"]
-        if event["origin"] == self.channel_name:
-            self.sent_here.discard((channel, seq))
-        if channel.startswith("topic:") and channel not in self.topics:
-            return  # unsubscribed while the event was in flight
+        if self.closing or (channel.startswith("topic:") and channel not in self.topics):
+            return  # closing, or unsubscribed while the event was in flight
         action, after = self.tracker.classify(channel, seq)
         if action == "drop":
             return
+        await self.baseline(channel, seq - 1)
         # A gap can be longer than one page of the query: page until it is closed.
         while action == "fill" and after < seq - 1:
             rows = await messages_between_named(name=channel, after=after, upto=seq - 1)
             if not rows:
                 break
             for message in rows:
-                if (channel, message.seq) not in self.sent_here:
-                    await self.send_frame(message_frame(message))
-                self.tracker.mark(channel, message.seq)
+                if (channel, message.seq) in self.own_sent:
+                    self.own_sent.discard((channel, message.seq))  # it was in our `ok`
+                    self.tracker.mark(channel, message.seq)
+                else:
+                    await self.push_message(message)
             after = rows[-1].seq
         self.tracker.mark(channel, seq)
-        if event["origin"] != self.channel_name:
-            await self.send(text_data=event["text"])
+        if event["origin"] == self.channel_name:
+            self.own_sent.discard((channel, seq))
+        else:
+            await self.push_text(event["text"], wait=False)
 
     async def chat_revoke(self, event: dict[str, Any]) -> None:
         """The user lost access to a private topic: stop receiving it."""
-        channel = event["channel"]
-        if channel in self.topics:
-            self.topics.discard(channel)
-            self.tracker.forget(channel)
-            await self.group_leave(ChannelName(Kind.TOPIC, topic=channel.removeprefix("topic:")).group)
+        if event["channel"] in self.topics:
+            await self.topic_drop(event["channel"])
 
     async def session_close(self, event: dict[str, Any]) -> None:
         await self.close(code=event["code"])

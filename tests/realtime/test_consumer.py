@@ -161,7 +161,6 @@ async def test_body_over_16_kib_is_too_large(auser):
 @pytest.mark.parametrize(
     "frame",
     [
-        {"type": "received", "channel": "topic:a", "seq": 1},
         {"type": "read", "channel": "topic:a", "seq": 1},
         {"type": "edit", "id": 1, "body": "x"},
         {"type": "delete", "id": 1},

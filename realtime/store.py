@@ -1,0 +1,239 @@
+"""Session state that outlives a socket: in Redis, or in memory when embedded.
+
+Per session: its user, creation time, the topics it subscribed, the
+positions it acknowledged per channel (`received`), and the channel name of
+the actor that holds it now (`owner`, empty while no socket is attached).
+Live sessions keep their key alive; a dropped one keeps it for
+`resume_window` seconds, so any server process can resume it.
+
+Per user: the live sessions, to cap connections per user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from django.conf import settings
+
+
+@dataclass(slots=True)
+class SessionState:
+    user_id: int
+    created: float
+    owner: str = ""
+    topics: list[str] = field(default_factory=list)
+    acked: dict[str, int] = field(default_factory=dict)
+
+
+class SessionStore(Protocol):
+    async def create(self, sid: str, *, user_id: int, owner: str, ttl: float) -> None: ...
+    async def load(self, sid: str) -> SessionState | None: ...
+    async def claim(self, sid: str, *, owner: str, ttl: float) -> str: ...
+    async def release(self, sid: str, *, owner: str, ttl: float) -> None: ...
+    async def touch(self, sid: str, *, ttl: float) -> None: ...
+    async def topics_set(self, sid: str, topics: list[str]) -> None: ...
+    async def ack(self, sid: str, channel: str, seq: int) -> None: ...
+    async def user_enter(self, user_id: int, sid: str, *, limit: int, ttl: float) -> bool: ...
+    async def user_leave(self, user_id: int, sid: str) -> None: ...
+
+
+# --- Redis ----------------------------------------------------------------------
+
+_ACK = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 and (not cur or tonumber(cur) < tonumber(ARGV[2])) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+"""
+# Only the actor that owns the session may detach it: a session resumed
+# elsewhere meanwhile keeps its new owner.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'owner', '')
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+"""
+# Drop expired entries, then admit while under the limit.
+_ENTER = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+class RedisSessionStore:
+    """Hash `chat:s:<sid>` (user, created, owner, topics, a:<channel>) and
+    sorted set `chat:u:<uid>` of live session ids scored by expiry."""
+
+    def __init__(self, url: str, prefix: str = "chat") -> None:
+        self.url = url
+        self.prefix = prefix
+        self._clients: dict[asyncio.AbstractEventLoop, object] = {}
+
+    @property
+    def redis(self):  # type: ignore[no-untyped-def]
+        import redis.asyncio as aioredis
+
+        # One client per event loop: a connection belongs to the loop that made it.
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            for old in [lp for lp in self._clients if lp.is_closed()]:
+                del self._clients[old]
+            client = aioredis.Redis.from_url(self.url, socket_timeout=10, max_connections=512)
+            self._clients[loop] = client
+        return client
+
+    def _s(self, sid: str) -> str:
+        return f"{self.prefix}:s:{sid}"
+
+    def _u(self, user_id: int) -> str:
+        return f"{self.prefix}:u:{user_id}"
+
+    async def create(self, sid: str, *, user_id: int, owner: str, ttl: float) -> None:
+        key = self._s(sid)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"user": user_id, "created": time.time(), "owner": owner, "topics": "[]"})
+            pipe.pexpire(key, int(ttl * 1000))
+            await pipe.execute()
+
+    async def load(self, sid: str) -> SessionState | None:
+        raw = await self.redis.hgetall(self._s(sid))
+        if not raw or b"user" not in raw:
+            return None
+        acked = {k[2:].decode(): int(v) for k, v in raw.items() if k.startswith(b"a:")}
+        return SessionState(
+            user_id=int(raw[b"user"]),
+            created=float(raw[b"created"]),
+            owner=raw.get(b"owner", b"").decode(),
+            topics=json.loads(raw.get(b"topics", b"[]")),
+            acked=acked,
+        )
+
+    async def claim(self, sid: str, *, owner: str, ttl: float) -> str:
+        key = self._s(sid)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(key, "owner")
+            pipe.hset(key, "owner", owner)
+            pipe.pexpire(key, int(ttl * 1000))
+            previous, _, _ = await pipe.execute()
+        return (previous or b"").decode()
+
+    async def release(self, sid: str, *, owner: str, ttl: float) -> None:
+        await self.redis.eval(_RELEASE, 1, self._s(sid), owner, int(ttl * 1000))
+
+    async def touch(self, sid: str, *, ttl: float) -> None:
+        await self.redis.pexpire(self._s(sid), int(ttl * 1000))
+
+    async def topics_set(self, sid: str, topics: list[str]) -> None:
+        await self.redis.hset(self._s(sid), "topics", json.dumps(topics))
+
+    async def ack(self, sid: str, channel: str, seq: int) -> None:
+        await self.redis.eval(_ACK, 1, self._s(sid), f"a:{channel}", seq)
+
+    async def user_enter(self, user_id: int, sid: str, *, limit: int, ttl: float) -> bool:
+        now = time.time()
+        key = self._u(user_id)
+        admitted = await self.redis.eval(_ENTER, 1, key, sid, limit, now, now + ttl, int(ttl * 1000) + 1000)
+        return bool(admitted)
+
+    async def user_leave(self, user_id: int, sid: str) -> None:
+        await self.redis.zrem(self._u(user_id), sid)
+
+
+# --- In memory (embedded default, one process) ---------------------------------------
+
+
+class MemorySessionStore:
+    """The same contract in one process's memory, with lazy expiry."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, tuple[SessionState, float]] = {}
+        self.users: dict[int, dict[str, float]] = {}
+
+    def _get(self, sid: str) -> SessionState | None:
+        entry = self.sessions.get(sid)
+        if entry is None:
+            return None
+        if entry[1] < time.monotonic():
+            del self.sessions[sid]
+            return None
+        return entry[0]
+
+    def _expire(self, sid: str, ttl: float) -> None:
+        state = self._get(sid)
+        if state is not None:
+            self.sessions[sid] = (state, time.monotonic() + ttl)
+
+    async def create(self, sid: str, *, user_id: int, owner: str, ttl: float) -> None:
+        self.sessions[sid] = (SessionState(user_id=user_id, created=time.time(), owner=owner), time.monotonic() + ttl)
+
+    async def load(self, sid: str) -> SessionState | None:
+        state = self._get(sid)
+        if state is None:
+            return None
+        return SessionState(state.user_id, state.created, state.owner, list(state.topics), dict(state.acked))
+
+    async def claim(self, sid: str, *, owner: str, ttl: float) -> str:
+        state = self._get(sid)
+        if state is None:
+            return ""
+        previous, state.owner = state.owner, owner
+        self._expire(sid, ttl)
+        return previous
+
+    async def release(self, sid: str, *, owner: str, ttl: float) -> None:
+        state = self._get(sid)
+        if state is not None and state.owner == owner:
+            state.owner = ""
+            self._expire(sid, ttl)
+
+    async def touch(self, sid: str, *, ttl: float) -> None:
+        self._expire(sid, ttl)
+
+    async def topics_set(self, sid: str, topics: list[str]) -> None:
+        state = self._get(sid)
+        if state is not None:
+            state.topics = list(topics)
+
+    async def ack(self, sid: str, channel: str, seq: int) -> None:
+        state = self._get(sid)
+        if state is not None and seq > state.acked.get(channel, -1):
+            state.acked[channel] = seq
+
+    async def user_enter(self, user_id: int, sid: str, *, limit: int, ttl: float) -> bool:
+        now = time.monotonic()
+        live = {s: exp for s, exp in self.users.get(user_id, {}).items() if exp > now}
+        if sid not in live and len(live) >= limit:
+            self.users[user_id] = live
+            return False
+        live[sid] = now + ttl
+        self.users[user_id] = live
+        return True
+
+    async def user_leave(self, user_id: int, sid: str) -> None:
+        self.users.get(user_id, {}).pop(sid, None)
+
+
+_store: list[SessionStore] = []
+
+
+def session_store() -> SessionStore:
+    """The process's store, built from settings on first use."""
+    if not _store:
+        url = settings.REDIS_URL
+        _store.append(RedisSessionStore(url, prefix=settings.CHAT["STORE_PREFIX"]) if url else MemorySessionStore())
+    return _store[0]
+
+
+def session_store_reset() -> None:
+    """Forget the store (tests that change settings)."""
+    _store.clear()
