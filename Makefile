@@ -10,7 +10,7 @@ export HOST PORT
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chat
 TEST_REDIS_URL    ?= redis://127.0.0.1:6379/9
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint bench clean worker beat need-redis
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +27,19 @@ install: $(VENV)/.installed
 run: install .env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
+# Celery worker and beat (the hourly archival). They need a broker: without
+# REDIS_URL tasks run inside the server process (eager) and neither is needed.
+worker beat: need-redis install .env
+	$(VENV)/bin/celery -A config $@ -l info
+
+need-redis:
+	@if [ -z "$$REDIS_URL" ] && ! grep -qs '^REDIS_URL=.' .env; then \
+	  echo "make $(MAKECMDGOALS) needs REDIS_URL (Redis is the Celery broker)," \
+	    "e.g. make $(MAKECMDGOALS) REDIS_URL=redis://127.0.0.1:6379/0" >&2; \
+	  echo "Without REDIS_URL tasks run in process (eager): make run alone is enough." >&2; \
+	  exit 1; \
+	fi
 
 test: install
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) DEBUG=0 CONN_MAX_AGE=0 \

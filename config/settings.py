@@ -205,6 +205,13 @@ CHAT = {
     "MAX_CONNECTIONS_PER_USER": env.int("CHAT_MAX_CONNECTIONS_PER_USER", default=20),
     # Frames waiting for a slow client; overflowing it closes with 4409.
     "OUTBOUND_BUFFER": env.int("CHAT_OUTBOUND_BUFFER", default=1000),
+    # Presence: a session not refreshed for this many seconds (its process
+    # died) counts as gone; must exceed HEARTBEAT.
+    "PRESENCE_TTL": env.int("CHAT_PRESENCE_TTL", default=60),
+    # Seconds after the last session ends before the user shows offline.
+    "PRESENCE_GRACE": env.float("CHAT_PRESENCE_GRACE", default=5.0),
+    # Users one session may watch with presence.subscribe.
+    "MAX_PRESENCE_WATCH": env.int("CHAT_MAX_PRESENCE_WATCH", default=5000),
     # Key prefix of session state in Redis.
     "STORE_PREFIX": env.str("CHAT_STORE_PREFIX", default="chat"),
     "SEND_RATE": env.float("CHAT_SEND_RATE", default=20.0),
@@ -245,4 +252,23 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+
+# --- History: edits, retention, archival ------------------------------------
+HISTORY = {
+    # Seconds after sending during which the author may edit; None: unlimited.
+    "EDIT_WINDOW": env.int("CHAT_EDIT_WINDOW", default=None),
+    # Days messages stay in the hot table (per topic: Channel.retention_days);
+    # None keeps them forever.
+    "RETENTION_DAYS": env.int("CHAT_RETENTION_DAYS", default=None),
+    # Days archived messages are kept before they are purged; None: forever.
+    "ARCHIVE_PURGE_DAYS": env.int("CHAT_ARCHIVE_PURGE_DAYS", default=None),
+    # Rows moved per archival transaction.
+    "ARCHIVE_BATCH": env.int("CHAT_ARCHIVE_BATCH", default=500),
+    # Text search configuration of the tsvector column (fixed by migration 0003).
+    "SEARCH_CONFIG": "english",
+}
+
+CELERY_BEAT_SCHEDULE = {
+    "archive-messages": {"task": "messaging.tasks.archive_messages", "schedule": 3600.0},
 }

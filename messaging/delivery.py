@@ -68,3 +68,28 @@ def channel_revoke_on_commit(*, user_id: int, channel: str) -> None:
 def sessions_close_on_commit(*, user_id: int, code: int) -> None:
     """Close every live session of the user (a deactivated account: 4403)."""
     _user_event_on_commit(user_id, {"type": "session.close", "code": code})
+
+
+def frame_event(frame: dict[str, Any], *, origin: str | None = None) -> dict[str, Any]:
+    """A channel-layer event that sessions forward as it is (edits, receipts);
+    the `origin` session has it in its `ok` already."""
+    return {"type": "chat.event", "text": _encoder.encode(frame).decode(), "origin": origin}
+
+
+async def channel_event_publish(channel_name: str, frame: dict[str, Any], *, origin: str | None = None) -> None:
+    """Send a frame to every session that receives the channel."""
+    layer = get_channel_layer()
+    event = frame_event(frame, origin=origin)
+    for group in groups_for(channel_name):
+        await layer.group_send(group, event)
+
+
+def channel_event_publish_on_commit(channel_name: str, frame: dict[str, Any]) -> None:
+    transaction.on_commit(lambda: async_to_sync(channel_event_publish)(channel_name, frame))
+
+
+async def group_frames_publish(pairs: list[tuple[str, dict[str, Any]]]) -> None:
+    """Send each frame to its group (receipts to their users)."""
+    layer = get_channel_layer()
+    for group, frame in pairs:
+        await layer.group_send(group, frame_event(frame))

@@ -19,6 +19,10 @@ class Channel(models.Model):
     kind = models.CharField(max_length=16, choices=[(k.value, k.value) for k in Kind])
     is_private = models.BooleanField(default=False)
     last_seq = models.BigIntegerField(default=0)
+    # Messages with seq <= archived_seq live in ArchivedMessage, not in the hot table.
+    archived_seq = models.BigIntegerField(default=0)
+    # Days a topic keeps its messages hot; null: the global RETENTION_DAYS.
+    retention_days = models.PositiveIntegerField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -80,6 +84,75 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel.name}#{self.seq}"
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+class ChannelCursor(models.Model):
+    """A user's delivery and read positions in a channel (shared by its sessions).
+
+    Both only move forward; a user's topics are the ones with a cursor row.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="cursors")
+    delivered_seq = models.BigIntegerField(default=0)
+    read_seq = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "channel"], name="cursor_user_channel")]
+        indexes = [models.Index(fields=["channel", "read_seq"], name="cursor_channel_read")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.channel_id}: {self.delivered_seq}/{self.read_seq}"
+
+
+class MessageRevision(models.Model):
+    """A body a message had before an edit or a delete (moderation record)."""
+
+    class Action(models.TextChoices):
+        EDIT = "edit"
+        DELETE = "delete"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="revisions")
+    action = models.CharField(max_length=8, choices=Action.choices)
+    body = models.TextField()
+    editor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.action} of {self.message_id}"
+
+
+class ArchivedMessage(models.Model):
+    """A message moved out of the hot table by retention; same id and seq."""
+
+    id = models.BigIntegerField(primary_key=True)
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="archived_messages")
+    seq = models.BigIntegerField()
+    sender = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    body = models.TextField()
+    client_id = models.CharField(max_length=64, null=True, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    edited_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["channel", "seq"], name="archived_channel_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.channel_id}#{self.seq} (archived)"
 
     @property
     def deleted(self) -> bool:

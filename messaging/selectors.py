@@ -59,6 +59,9 @@ def channel_readable(*, user: AbstractBaseUser, name: ChannelName) -> Channel | 
 class HistoryPage:
     messages: list[Message]
     has_more: bool
+    # Messages with seq below this were moved to the archive (retention);
+    # None while the channel has archived nothing.
+    archived_before_seq: int | None = None
 
 
 def history_limit(limit: int | None) -> int:
@@ -81,14 +84,16 @@ def history_page(
     limit = history_limit(limit)
     if channel is None:
         return HistoryPage([], False)
+    # Only the hot table is read, so has_more never points into the archive.
+    archived = channel.archived_seq + 1 if channel.archived_seq else None
     qs = messages_of(channel)
     if before is not None:
         qs = qs.filter(seq__lt=before)
     if after is not None:
         rows = list(qs.filter(seq__gt=after).order_by("seq")[: limit + 1])
-        return HistoryPage(_with_channel(rows[:limit], channel), len(rows) > limit)
+        return HistoryPage(_with_channel(rows[:limit], channel), len(rows) > limit, archived)
     rows = list(qs.order_by("-seq")[: limit + 1])
-    return HistoryPage(_with_channel(rows[:limit][::-1], channel), len(rows) > limit)
+    return HistoryPage(_with_channel(rows[:limit][::-1], channel), len(rows) > limit, archived)
 
 
 def messages_of(channel: Channel) -> QuerySet[Message]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .models import Message
+
+if TYPE_CHECKING:
+    from .selectors import HistoryPage
 
 
 def iso_utc(value: datetime | None) -> str | None:
@@ -37,3 +40,15 @@ def message_frame(message: Message) -> dict[str, Any]:
         "edited_at": iso_utc(message.edited_at),
         "deleted": message.deleted,
     }
+
+
+def history_result(page: HistoryPage) -> dict[str, Any]:
+    """The answer to `history` (REST body, fields of the WebSocket `ok`).
+
+    `archived_before_seq` appears once the channel has archived messages:
+    those with seq below it are no longer in history (see README, retention).
+    """
+    result: dict[str, Any] = {"messages": [message_frame(m) for m in page.messages], "has_more": page.has_more}
+    if page.archived_before_seq is not None:
+        result["archived_before_seq"] = page.archived_before_seq
+    return result

@@ -11,7 +11,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from messaging.channels import TOPIC_NAME_RE
+from messaging.channels import TOPIC_NAME_RE, ChannelName, parse_channel
+from messaging.errors import BadRequest
 
 
 @extend_schema_field(OpenApiTypes.STR)
@@ -115,3 +116,50 @@ class MessageSerializer(serializers.Serializer):
 class HistorySerializer(serializers.Serializer):
     messages = MessageSerializer(many=True)
     has_more = serializers.BooleanField()
+    archived_before_seq = serializers.IntegerField(
+        required=False,
+        help_text="present once the channel has archived messages: those with seq below it left history",
+    )
+
+
+class SearchQuerySerializer(serializers.Serializer):
+    """Query of GET /api/messages/search/; `from` is a user id or a username."""
+
+    q = serializers.CharField(max_length=256, help_text="search text (web search syntax on PostgreSQL)")
+    channel = serializers.CharField(required=False, max_length=100, help_text="only this channel")
+    before = serializers.DateTimeField(required=False, help_text="ISO 8601; sent before this instant")
+    after = serializers.DateTimeField(required=False, help_text="ISO 8601; sent after this instant")
+    offset = serializers.IntegerField(required=False, default=0, min_value=0)
+    limit = serializers.IntegerField(required=False, default=20, min_value=1, max_value=100)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # `from` is a Python keyword, so it cannot be declared as an attribute.
+        return {**super().get_fields(), "from": UserRefField(required=False, help_text="only messages of this sender")}
+
+    def validate_channel(self, value: str) -> ChannelName:
+        try:
+            return parse_channel(value)
+        except BadRequest as exc:
+            raise serializers.ValidationError(exc.message) from None
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "before" in attrs and "after" in attrs and attrs["after"] >= attrs["before"]:
+            raise serializers.ValidationError("after must be earlier than before")
+        sender = attrs.get("from")
+        # A query string carries text only: all ASCII digits is an id.
+        if isinstance(sender, str) and sender.isascii() and sender.isdigit():
+            attrs["from"] = int(sender)
+        return attrs
+
+
+class SearchResultSerializer(serializers.Serializer):
+    message = MessageSerializer()
+    rank = serializers.FloatField(help_text="relevance, higher first; 0 without full-text search")
+    snippet = serializers.CharField(help_text="HTML-escaped text around the matches, which are in <mark></mark>")
+
+
+class SearchPageSerializer(serializers.Serializer):
+    """A page of search results; `next` is the URL of the following page, or null."""
+
+    results = SearchResultSerializer(many=True)
+    next = serializers.URLField(allow_null=True)

@@ -13,13 +13,15 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from messaging import selectors, services
 from messaging.channels import parse_channel
 from messaging.errors import Conflict, Forbidden
-from messaging.wire import message_frame
+from messaging.search import message_search
+from messaging.wire import history_result, message_frame
 
 from . import serializers as s
 
@@ -84,7 +86,38 @@ class HistoryView(APIView):
         query.is_valid(raise_exception=True)
         stored = selectors.channel_readable(user=request.user, name=parse_channel(channel))
         page = selectors.history_page(channel=stored, **query.validated_data)
-        return Response({"messages": [message_frame(m) for m in page.messages], "has_more": page.has_more})
+        return Response(history_result(page))
+
+
+class MessageSearchView(APIView):
+    @extend_schema(
+        parameters=[s.SearchQuerySerializer],
+        responses=s.SearchPageSerializer,
+        description=(
+            "Full-text search in the channels the user may read, best match first (PostgreSQL: "
+            "web search syntax, English stemming; the SQLite default: every term as a substring, "
+            "newest first). 403/404 for a `channel` the user may not read or a missing topic."
+        ),
+    )
+    def get(self, request: Request) -> Response:
+        query = s.SearchQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        page = message_search(
+            user=request.user,
+            q=params["q"],
+            channel=params.get("channel"),
+            sender=params.get("from"),
+            before=params.get("before"),
+            after=params.get("after"),
+            offset=params["offset"],
+            limit=params["limit"],
+        )
+        next_url = None
+        if page.has_more:
+            next_url = replace_query_param(request.build_absolute_uri(), "offset", params["offset"] + params["limit"])
+        results = [{"message": message_frame(h.message), "rank": h.rank, "snippet": h.snippet} for h in page.results]
+        return Response({"results": results, "next": next_url})
 
 
 class TopicsView(APIView):

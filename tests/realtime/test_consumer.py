@@ -158,27 +158,6 @@ async def test_body_over_16_kib_is_too_large(auser):
     assert await stored("topic:big") == [1]
 
 
-@pytest.mark.parametrize(
-    "frame",
-    [
-        {"type": "read", "channel": "topic:a", "seq": 1},
-        {"type": "edit", "id": 1, "body": "x"},
-        {"type": "delete", "id": 1},
-        {"type": "typing", "channel": "topic:a", "state": "start"},
-        {"type": "presence.subscribe", "users": [1]},
-        {"type": "presence.unsubscribe", "users": [1]},
-        {"type": "presence.set", "status": "away"},
-        {"type": "sync"},
-    ],
-    ids=lambda f: f["type"],
-)
-async def test_types_not_served_yet_answer_unknown_type(auser, frame):
-    async with ws_session(await auser()) as s:
-        err = await s.request(frame)
-        assert err["type"] == "error" and err["code"] == "unknown_type", err
-        await still_open(s)
-
-
 # --- direct ----------------------------------------------------------------------
 
 
