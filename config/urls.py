@@ -4,9 +4,12 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from presence.api import PresenceView
+
 from . import health
 
 urlpatterns = [
+    path("api/presence/", PresenceView.as_view(), name="presence"),
     path("api/", include("messaging.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

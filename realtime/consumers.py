@@ -24,12 +24,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from messaging import selectors, services
+from messaging import cursors, editing, selectors, services
 from messaging.channels import BROADCAST_GROUP, ChannelName, Kind, parse_channel, user_group
-from messaging.delivery import message_publish
+from messaging.delivery import channel_event_publish, group_frames_publish, message_publish
 from messaging.errors import BadJson, BadRequest, ChatError, Forbidden, NotFound, RateLimited, Unauthorized
 from messaging.models import Message
-from messaging.wire import message_frame
+from messaging.wire import history_result, message_frame
+from presence.session import PresenceSession
 
 from . import frames
 from .auth import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, token_check_async
@@ -65,6 +66,11 @@ history_page = db(selectors.history_page)
 messages_between = db(selectors.messages_between)
 messages_between_named = db(selectors.messages_between_named)
 backlog_for_resume = db(selectors.backlog_for_resume)
+cursor_request = db(cursors.cursor_request)
+cursor_join = db(cursors.cursor_join)
+channels_sync = db(cursors.channels_sync)
+message_edit = db(editing.message_edit)
+message_delete = db(editing.message_delete)
 
 
 class SessionConsumer(AsyncWebsocketConsumer):
@@ -76,6 +82,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.joined: set[str] = set()
         self.session_id = ""
         self.closing = False
+        self.presence: PresenceSession | None = None
         await self.accept()
         check = self.scope["auth"]
         if check.close_code:
@@ -104,18 +111,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         state = await self.session_attach()
         for group in (user_group(self.user.pk), BROADCAST_GROUP):
             await self.group_join(group)
-        backlog: list[Message] = []
-        if state is not None:
-            found = await backlog_for_resume(
-                user=self.user, topics=state.topics, acked=state.acked, since=state.created
-            )
-            for name in found.topics:
-                await self.group_join(parse_channel(name).group)
-            self.topics = set(found.topics)
-            if found.topics != state.topics:
-                await self.store.topics_set(self.session_id, found.topics)
-            self.acked = dict(state.acked)
-            backlog = found.messages
+        backlog = await self.session_restore(state) if state is not None else []
         await self.push(
             {
                 "type": "welcome",
@@ -127,11 +123,32 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 "channels": sorted(self.topics),
             }
         )
+        self.presence = PresenceSession(actor=self, user=self.user)
+        await self.presence.enter()
+        # Watch before sending the backlog: a client that stops reading then
+        # still meets the heartbeat rule instead of stalling the actor forever.
+        self.watchdog = asyncio.create_task(self.watch())
         for channel, seq in self.acked.items():
             self.tracker.mark(channel, seq)
         for message in backlog:
             await self.push_message(message)
-        self.watchdog = asyncio.create_task(self.watch())
+
+    async def session_restore(self, state: Any) -> list[Message]:
+        """Rejoin a resumed session's topics and find what it must be sent again.
+
+        Join before reading the backlog, as subscribe does: a message stored
+        in between then arrives live (the tracker drops repeats).
+        """
+        for name in state.topics:
+            await self.group_join(parse_channel(name).group)
+        found = await backlog_for_resume(user=self.user, topics=state.topics, acked=state.acked, since=state.created)
+        for name in set(state.topics) - set(found.topics):
+            await self.group_leave(parse_channel(name).group)
+        self.topics = set(found.topics)
+        if found.topics != state.topics:
+            await self.store.topics_set(self.session_id, found.topics)
+        self.acked = dict(state.acked)
+        return found.messages
 
     @property
     def live_ttl(self) -> float:
@@ -165,6 +182,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         for group in list(self.joined):
             await self.channel_layer.group_discard(group, self.channel_name)
         self.joined.clear()
+        if self.presence is not None:
+            await self.presence.leave()
         if self.session_id:
             # The state stays for resume_window seconds: any process may resume it.
             await self.store.release(self.session_id, owner=self.channel_name, ttl=self.resume_window)
@@ -246,6 +265,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 await self.close(code=CLOSE_UNAUTHORIZED)
                 return
             if now >= next_touch:
+                await self.presence.refresh()
+                if self.last_activity > now - self.heartbeat:
+                    await self.presence.activity()
                 await self.store.touch(self.session_id, ttl=self.live_ttl)
                 await self.store.user_enter(self.user.pk, self.channel_name, limit=limit, ttl=self.live_ttl)
                 next_touch = now + self.heartbeat
@@ -348,6 +370,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             if key not in self.topics and len(self.topics) >= settings.CHAT["MAX_SUBSCRIPTIONS"]:
                 raise BadRequest(f"at most {settings.CHAT['MAX_SUBSCRIPTIONS']} subscriptions per session")
             channel = await channel_for_write(user=self.user, name=name)
+            await cursor_join(user=self.user, channel=channel)
             await self.group_join(name.group)
             if key not in self.topics:
                 self.topics.add(key)
@@ -398,37 +421,71 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.acked.pop(key, None)
         await self.group_leave(parse_channel(key).group)
         await self.store.topics_set(self.session_id, sorted(self.topics))
+        await self.store.ack_forget(self.session_id, key)
 
     async def on_received(self, frame: frames.Received) -> None:
-        """Move this session's resume point: everything up to `seq` arrived."""
+        """Everything up to `seq` arrived: move the user's delivery cursor and
+        this session's resume point."""
         name = frames.channel_of(frame)
         key = str(name)
-        if not self.receives(name):
-            await channel_readable(user=self.user, name=name)  # forbidden / not_found
+        move = await self.move_cursor(name, delivered=frame.seq)
         if frame.seq > self.acked.get(key, -1):
             self.acked[key] = frame.seq
             await self.store.ack(self.session_id, key, frame.seq)
-        await self.push(frames.ok(frame.ref, channel=key, seq=self.acked[key]))
+        await self.push(
+            frames.ok(frame.ref, channel=key, seq=self.acked[key], delivered_seq=move.delivered, read_seq=move.read)
+        )
 
-    def receives(self, name: ChannelName) -> bool:
-        """Does this session receive the channel (no database needed)?"""
-        if name.kind is Kind.TOPIC:
-            return str(name) in self.topics
-        return name.kind is Kind.BROADCAST or self.user.pk in name.members()
+    async def on_read(self, frame: frames.Read) -> None:
+        name = frames.channel_of(frame)
+        move = await self.move_cursor(name, read=frame.seq)
+        await self.push(frames.ok(frame.ref, channel=str(name), delivered_seq=move.delivered, read_seq=move.read))
+
+    async def move_cursor(self, name: ChannelName, **seqs: int) -> Any:
+        """Authorise and move a cursor (forbidden / not_found), then send receipts."""
+        move, receipts = await cursor_request(user=self.user, name=name, **seqs)
+        if receipts:
+            await group_frames_publish(receipts)
+        return move
+
+    async def on_sync(self, frame: frames.Sync) -> None:
+        await self.push(frames.ok(frame.ref, channels=await channels_sync(user=self.user)))
+
+    async def on_edit(self, frame: frames.Edit) -> None:
+        self.rate_check()
+        await self.answer_changed(frame, await message_edit(user=self.user, message_id=frame.id, body=frame.body))
+
+    async def on_delete(self, frame: frames.Delete) -> None:
+        self.rate_check()
+        await self.answer_changed(frame, await message_delete(user=self.user, message_id=frame.id))
+
+    async def answer_changed(self, frame: frames.Frame, change: Any) -> None:
+        """Tell every member's sessions (committed by now), then answer."""
+        if change.event is not None:
+            await channel_event_publish(change.message.channel.name, change.event, origin=self.channel_name)
+        await self.push(frames.ok(frame.ref, message=message_frame(change.message)))
 
     async def on_history(self, frame: frames.History) -> None:
         channel = await channel_readable(user=self.user, name=frames.channel_of(frame))
         page = await history_page(channel=channel, before=frame.before, after=frame.after, limit=frame.limit)
-        await self.push(
-            frames.ok(frame.ref, messages=[message_frame(m) for m in page.messages], has_more=page.has_more)
-        )
+        await self.push(frames.ok(frame.ref, **history_result(page)))
 
-    async def not_served(self, frame: frames.Frame) -> None:
-        kind = type(frame).__struct_config__.tag
-        raise NotServed(f"{kind!r} is part of the protocol but not served by this version yet")
+    async def on_typing(self, frame: frames.Typing) -> None:
+        name = frames.channel_of(frame)
+        await self.presence.typing(name, frame.state, subscribed=str(name) in self.topics)
+        await self.push(frames.ok(frame.ref))
 
-    on_read = on_edit = on_delete = on_typing = not_served
-    on_presencesubscribe = on_presenceunsubscribe = on_presenceset = on_sync = not_served
+    async def on_presencesubscribe(self, frame: frames.PresenceSubscribe) -> None:
+        states, denied = await self.presence.subscribe(frame.users, topics=sorted(self.topics))
+        await self.push(frames.ok(frame.ref, presence=states, denied=denied))
+
+    async def on_presenceunsubscribe(self, frame: frames.PresenceUnsubscribe) -> None:
+        self.presence.unsubscribe(frame.users)
+        await self.push(frames.ok(frame.ref))
+
+    async def on_presenceset(self, frame: frames.PresenceSet) -> None:
+        status = await self.presence.set(frame.status)
+        await self.push(frames.ok(frame.ref, status=status))
 
     # --- channel-layer events ---------------------------------------------------
 
@@ -459,6 +516,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
         else:
             await self.push_text(event["text"], wait=False)
 
+    async def chat_event(self, event: dict[str, Any]) -> None:
+        """An edit, a deletion or a receipt: forwarded as it is."""
+        if self.closing or event.get("origin") == self.channel_name:
+            return
+        if event.get("skip_user") != self.user.pk:
+            await self.push_text(event["text"])
+
     async def chat_revoke(self, event: dict[str, Any]) -> None:
         """The user lost access to a private topic: stop receiving it."""
         if event["channel"] in self.topics:
@@ -466,7 +530,3 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def session_close(self, event: dict[str, Any]) -> None:
         await self.close(code=event["code"])
-
-
-class NotServed(ChatError):
-    code = "unknown_type"

@@ -37,6 +37,7 @@ class SessionStore(Protocol):
     async def touch(self, sid: str, *, ttl: float) -> None: ...
     async def topics_set(self, sid: str, topics: list[str]) -> None: ...
     async def ack(self, sid: str, channel: str, seq: int) -> None: ...
+    async def ack_forget(self, sid: str, channel: str) -> None: ...
     async def user_enter(self, user_id: int, sid: str, *, limit: int, ttl: float) -> bool: ...
     async def user_leave(self, user_id: int, sid: str) -> None: ...
 
@@ -46,6 +47,11 @@ class SessionStore(Protocol):
 _ACK = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 1 and (not cur or tonumber(cur) < tonumber(ARGV[2])) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+"""
+_SET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
 """
@@ -71,7 +77,8 @@ return 1
 
 class RedisSessionStore:
     """Hash `chat:s:<sid>` (user, created, owner, topics, a:<channel>) and
-    sorted set `chat:u:<uid>` of live session ids scored by expiry."""
+    sorted set `chat:u:<uid>` of the live sessions' actors (channel-layer
+    names, one per socket) scored by expiry."""
 
     def __init__(self, url: str, prefix: str = "chat") -> None:
         self.url = url
@@ -134,7 +141,11 @@ class RedisSessionStore:
         await self.redis.pexpire(self._s(sid), int(ttl * 1000))
 
     async def topics_set(self, sid: str, topics: list[str]) -> None:
-        await self.redis.hset(self._s(sid), "topics", json.dumps(topics))
+        # HSET on an expired key would create one without expiry.
+        await self.redis.eval(_SET_IF_EXISTS, 1, self._s(sid), "topics", json.dumps(topics))
+
+    async def ack_forget(self, sid: str, channel: str) -> None:
+        await self.redis.hdel(self._s(sid), f"a:{channel}")
 
     async def ack(self, sid: str, channel: str, seq: int) -> None:
         await self.redis.eval(_ACK, 1, self._s(sid), f"a:{channel}", seq)
@@ -208,6 +219,11 @@ class MemorySessionStore:
         state = self._get(sid)
         if state is not None and seq > state.acked.get(channel, -1):
             state.acked[channel] = seq
+
+    async def ack_forget(self, sid: str, channel: str) -> None:
+        state = self._get(sid)
+        if state is not None:
+            state.acked.pop(channel, None)
 
     async def user_enter(self, user_id: int, sid: str, *, limit: int, ttl: float) -> bool:
         now = time.monotonic()

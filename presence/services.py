@@ -1,0 +1,67 @@
+"""Presence reads and writes that touch the database: visibility and last seen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q
+from django.utils import timezone
+
+from messaging.channels import dm_channel
+from messaging.models import Channel, ChannelCursor, ChannelMember
+from messaging.wire import iso_utc, user_ref
+
+from .models import LastSeen
+
+
+def last_seen_touch(*, user_id: int) -> None:
+    LastSeen.objects.update_or_create(user_id=user_id, defaults={"at": timezone.now()})
+
+
+def presence_visible(
+    *, viewer: AbstractBaseUser, refs: list[int | str], topics: list[str]
+) -> tuple[list[Any], list[int | str]]:
+    """Split requested users into those `viewer` may see and the rest.
+
+    Visible: the viewer, DM partners (a dm channel exists), and members of a
+    topic in `topics` (the session's subscriptions): users with a cursor in
+    it or a private membership. Unknown and invisible users are answered
+    alike, so a refusal tells nothing.
+    """
+    ids = [r for r in refs if isinstance(r, int)]
+    names = [r for r in refs if isinstance(r, str)]
+    users = list(get_user_model().objects.filter(Q(pk__in=ids) | Q(username__in=names)))
+    others = [u.pk for u in users if u.pk != viewer.pk]
+    dm_names = {str(dm_channel(viewer.pk, uid)): uid for uid in others}
+    seen = {dm_names[n] for n in Channel.objects.filter(name__in=list(dm_names)).values_list("name", flat=True)}
+    if topics:
+        seen |= set(
+            ChannelCursor.objects.filter(channel__name__in=topics, user_id__in=others).values_list("user_id", flat=True)
+        )
+        seen |= set(
+            ChannelMember.objects.filter(channel__name__in=topics, user_id__in=others).values_list("user_id", flat=True)
+        )
+    visible = [u for u in users if u.pk == viewer.pk or u.pk in seen]
+    found = {u.pk for u in visible} | {u.get_username() for u in visible}
+    return visible, [r for r in refs if r not in found]
+
+
+def presence_states(*, users: list[Any], statuses: dict[int, str]) -> list[dict[str, Any]]:
+    """`presence` entries with last_seen from the database (one query)."""
+    seen = dict(LastSeen.objects.filter(user_id__in=[u.pk for u in users]).values_list("user_id", "at"))
+    return [
+        {"user": user_ref(u), "status": statuses.get(u.pk, "offline"), "last_seen": iso_utc(seen.get(u.pk))}
+        for u in users
+    ]
+
+
+def presence_frame(*, user_id: int, status: str) -> dict[str, Any] | None:
+    """The `presence` event for a change; going offline records last_seen."""
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if user is None:
+        return None
+    if status == "offline":
+        last_seen_touch(user_id=user_id)
+    return {"type": "presence", **presence_states(users=[user], statuses={user_id: status})[0]}
