@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 from messaging import services
 from messaging.channels import dm_channel, topic_channel
 from messaging.models import Message
+from tests.api.helpers import assert_error, client_for
 from tests.conftest import token_for
 
 pytestmark = pytest.mark.django_db
@@ -22,19 +23,6 @@ ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 
 def url(channel: str) -> str:
     return f"/api/channels/{channel}/messages/"
-
-
-def client_for(user: Any) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
-    return client
-
-
-def assert_error(response: Any, status: int, code: str) -> None:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == code
-    assert isinstance(body["message"], str) and body["message"]
 
 
 def publish(user: Any, topic: str, *bodies: str) -> list[Message]:

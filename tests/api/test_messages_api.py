@@ -13,22 +13,10 @@ from rest_framework.test import APIClient
 from messaging import cursors, services
 from messaging.channels import dm_channel, topic_channel
 from messaging.models import Channel, Message, MessageRevision
-from tests.conftest import token_for, ws_session
+from tests.api.helpers import assert_error, client_for
+from tests.conftest import ws_session
 
 pytestmark = pytest.mark.django_db
-
-
-def client_for(user: Any) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
-    return client
-
-
-def assert_error(response: Any, status: int, code: str) -> None:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == code
-    assert isinstance(body["message"], str) and body["message"]
 
 
 def url(message: Any) -> str:

@@ -14,24 +14,11 @@ from messaging import services
 from messaging.channels import dm_channel, topic_channel
 from messaging.models import Message
 from messaging.wire import iso_utc, message_frame
-from tests.conftest import token_for
+from tests.api.helpers import assert_error, client_for
 
 pytestmark = pytest.mark.django_db
 
 URL = "/api/messages/search/"
-
-
-def client_for(user: Any) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
-    return client
-
-
-def assert_error(response: Any, status: int, code: str) -> None:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == code
-    assert isinstance(body["message"], str) and body["message"]
 
 
 def say(user: Any, topic: str, body: str) -> Message:

@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from messaging import services
 from messaging.models import Channel, ChannelMember
-from tests.conftest import token_for
+from tests.api.helpers import assert_error, client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -18,19 +18,6 @@ TOPICS = "/api/topics/"
 
 def members_url(name: str) -> str:
     return f"/api/topics/{name}/members/"
-
-
-def client_for(user: Any) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
-    return client
-
-
-def assert_error(response: Any, status: int, code: str) -> None:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == code
-    assert isinstance(body["message"], str) and body["message"]
 
 
 def names(response: Any) -> list[str]:
