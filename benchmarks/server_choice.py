@@ -34,7 +34,12 @@ The client is asyncio on uvloop with the `websockets` library; it offers
 per-message deflate only to the candidate that has it on, so that the
 server's compressor really engages there. Sessions send `{"type": "ping"}`
 every --ping-every seconds (the server closes a session silent for 50 s).
-Every loop is bounded in count or time; all traffic is on loopback.
+Other work on the machine spoils the figures, so before each candidate the
+script waits (boundedly) for the machine to be quiet, and it records the CPU
+used by everything else during each phase ("others' CPU") and the size of
+the topic's group in Redis before and after the stream (a flush of db 10 by
+someone else empties it). Every loop is bounded in count or time; all
+traffic is on loopback.
 
     .venv/bin/python benchmarks/server_choice.py                  # N=1000, all candidates
     .venv/bin/python benchmarks/server_choice.py -n 2000 --rounds 2
@@ -80,6 +85,8 @@ BIN = Path(sys.executable).parent
 RESULTS = ROOT / "benchmarks" / "results"
 HOST = "127.0.0.1"
 TOPIC = "topic:bench"
+TOPIC_GROUP = "topic.bench"  # messaging.channels.topic_group("bench")
+CHANNEL_PREFIX = "bench"
 MAX_FRAME = 65536
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -213,6 +220,59 @@ def cpu_seconds(pid: int) -> float:
             fields = stat[stat.rindex(")") + 2 :].split()
             ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine has spent busy, all cores together (/proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+class Others:
+    """CPU used by everything but the server and this process over a phase, in cores.
+
+    It includes PostgreSQL and Redis working for the benchmark (a few percent
+    of a core); much more means something else ran on the machine meanwhile
+    and the phase's figures are not to be trusted.
+    """
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.t0 = time.monotonic()
+        self.busy0 = machine_busy_seconds()
+        self.server0 = server.cpu_seconds()
+        self.client0 = time.process_time()
+
+    def cores(self) -> float:
+        wall = max(time.monotonic() - self.t0, 1e-9)
+        busy = machine_busy_seconds() - self.busy0
+        own = (self.server.cpu_seconds() - self.server0) + (time.process_time() - self.client0)
+        return round(max(busy - own, 0.0) / wall, 2)
+
+
+async def wait_for_quiet(limit_cores: float, max_wait: float) -> float:
+    """Wait (at most `max_wait` s) until the machine uses under `limit_cores`; returns the last reading."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy0, t0 = machine_busy_seconds(), time.monotonic()
+        await asyncio.sleep(3.0)
+        used = (machine_busy_seconds() - busy0) / (time.monotonic() - t0)
+        if used < limit_cores or time.monotonic() >= deadline:
+            return round(used, 2)
+        print(f"  machine busy ({used:.2f} cores used by others), waiting", flush=True)
+        await asyncio.sleep(min(27.0, max(0.0, deadline - time.monotonic())))
+
+
+async def group_size(redis_url: str, group: str) -> int:
+    """Members of a channel-layer group in Redis (key as channels-redis names it)."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        return int(await client.zcard(f"{CHANNEL_PREFIX}:group:{group}"))
+    finally:
+        await client.aclose()
 
 
 # --- services: database, Redis, users ------------------------------------------------
@@ -540,6 +600,13 @@ class Result:
     stream_server_cpu_s: float
     stream_client_cpu_s: float
     early_closes: int
+    # Soundness: the topic group's members in Redis around the stream, and
+    # the CPU others used (see Others) before the run and in each phase.
+    group_before: int
+    group_after: int
+    others_cores_before: float
+    others_cores_connect: float
+    others_cores_stream: float
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -613,12 +680,15 @@ async def fanout_stream(
     return fanout, published
 
 
-async def measure(server: Server, tokens: list[str], args: argparse.Namespace, round_no: int) -> Result:
+async def measure(
+    server: Server, tokens: list[str], args: argparse.Namespace, round_no: int, others_before: float
+) -> Result:
     n, deflate = args.sessions, server.candidate.client_deflate
     idle = Fanout()
     sessions: list[Session] = []
+    pinged: list[Session] = []  # the sessions and the sender
     stop = asyncio.Event()
-    pinger = asyncio.create_task(keep_alive(sessions, args.ping_every, stop, time.monotonic() + args.max_phase * 6))
+    pinger = asyncio.create_task(keep_alive(pinged, args.ping_every, stop, time.monotonic() + args.max_phase * 6))
     sender: Session | None = None
     try:
         # Warm-up: load the lazy parts (thread pool, DB and Redis pools, the
@@ -631,11 +701,13 @@ async def measure(server: Server, tokens: list[str], args: argparse.Namespace, r
         rss_base = server.rss_kib()
 
         # N idle sessions.
+        others = Others(server)
         cpu0, t0 = server.cpu_seconds(), time.monotonic()
 
         async def open_one(i: int) -> Session:
             session = await session_open(server.port, tokens[i], deflate, idle)
             sessions.append(session)
+            pinged.append(session)
             return session
 
         opened = await asyncio.wait_for(
@@ -643,6 +715,7 @@ async def measure(server: Server, tokens: list[str], args: argparse.Namespace, r
         )
         connect_s = time.monotonic() - t0
         connect_cpu = server.cpu_seconds() - cpu0
+        others_connect = others.cores()
         failures = [o for o in opened if isinstance(o, BaseException)]
         if failures:
             print(f"  {len(failures)} connects failed, first: {failures[0]!r}", flush=True)
@@ -656,6 +729,7 @@ async def measure(server: Server, tokens: list[str], args: argparse.Namespace, r
 
         # Everyone subscribes to the topic (the sender first, creating it).
         sender = await session_open(server.port, tokens[n], deflate, Fanout())
+        pinged.append(sender)
         await sender.ask({"type": "subscribe", "channel": TOPIC})
         answers = await asyncio.wait_for(
             gather_bounded(
@@ -671,11 +745,21 @@ async def measure(server: Server, tokens: list[str], args: argparse.Namespace, r
         single_lat = sorted(single.latencies)
 
         # The stream: M messages at R/s.
+        group_before = await group_size(args.redis_url, TOPIC_GROUP)
+        others = Others(server)
         cpu0, client_cpu0 = server.cpu_seconds(), time.process_time()
         stream, published = await fanout_stream(sender, subscribers, args)
         stream_cpu = server.cpu_seconds() - cpu0
         client_cpu = time.process_time() - client_cpu0
-        print(f"  fan-out done; {len(stream.latencies)} of {stream.target} delivered", flush=True)
+        others_stream = others.cores()
+        group_after = await group_size(args.redis_url, TOPIC_GROUP)
+        print(
+            f"  fan-out done; {len(stream.latencies)} of {stream.target} delivered; "
+            f"others used {others_connect} / {others_stream} cores (connect / stream)",
+            flush=True,
+        )
+        if group_after < group_before:
+            print(f"  WARNING: the topic group lost members ({group_before} -> {group_after})", flush=True)
         await asyncio.sleep(args.settle)
         rss_after = server.rss_kib()
         early_closes = sum(1 for s in sessions if s.reader is not None and s.reader.done())
@@ -716,25 +800,30 @@ async def measure(server: Server, tokens: list[str], args: argparse.Namespace, r
             stream_server_cpu_s=round(stream_cpu, 2),
             stream_client_cpu_s=round(client_cpu, 2),
             early_closes=early_closes,
+            group_before=group_before,
+            group_after=group_after,
+            others_cores_before=others_before,
+            others_cores_connect=others_connect,
+            others_cores_stream=others_stream,
         )
     finally:
         stop.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(pinger, 10)
-        everyone = sessions + ([sender] if sender else [])
-        await gather_bounded([s.close for s in everyone], args.concurrency)
+        await gather_bounded([s.close for s in pinged], args.concurrency)
 
 
 async def run_candidate(
     candidate: Candidate, tokens: list[str], env: dict[str, str], args: argparse.Namespace, round_no: int, stamp: str
 ) -> Result:
+    others_before = await wait_for_quiet(args.quiet_cores, args.wait_quiet)
     redis_flush(args.redis_url)
     log_path = RESULTS / f"server_choice-{stamp}-{candidate.name}-r{round_no}.log"
     server = Server.start(candidate, env, args.server_nofile, log_path)
     print(f"[round {round_no}] {candidate.name}: {server.command}", flush=True)
     try:
         await server.ready()
-        return await measure(server, tokens, args, round_no)
+        return await measure(server, tokens, args, round_no, others_before)
     finally:
         server.stop()
 
@@ -756,6 +845,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("max_ms", "stream max ms"),
     ("server_cpu_us_per_delivery", "server CPU µs/delivery"),
     ("lost", "lost"),
+    ("others_cores_stream", "others' CPU (cores)"),
 ]
 
 
@@ -804,6 +894,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=2.0, help="seconds to wait before reading RSS")
     parser.add_argument("--drain", type=float, default=10.0, help="give up after this long with no delivery")
     parser.add_argument("--max-phase", type=float, default=300.0, help="upper bound of any one phase, seconds")
+    parser.add_argument(
+        "--quiet-cores", type=float, default=0.3, help="before each candidate, wait until others use less CPU"
+    )
+    parser.add_argument("--wait-quiet", type=float, default=300.0, help="longest such wait, seconds")
     parser.add_argument("--server-nofile", type=int, default=0, help="server open-file limit (default: hard limit)")
     parser.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
@@ -852,7 +946,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env.update(
             DATABASE_URL=database_url,
             REDIS_URL=args.redis_url,
-            CHANNEL_PREFIX="bench",
+            CHANNEL_PREFIX=CHANNEL_PREFIX,
             SECRET_KEY="bench-" + secrets.token_urlsafe(32),
             ENV_FILE="/nonexistent",
             DEBUG="0",

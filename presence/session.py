@@ -33,8 +33,9 @@ class PresenceSession:
 
     async def enter(self) -> None:
         await self.store.session_set(self.user.pk, self.actor.channel_name, self.status, ttl=self.ttl)
-        await self.hub.changed(self.user.pk)
+        # last_seen first: the `online` announced next carries it.
         await self.activity()
+        await self.hub.changed(self.user.pk)
 
     async def refresh(self) -> None:
         await self.store.session_set(self.user.pk, self.actor.channel_name, self.status, ttl=self.ttl)
@@ -64,7 +65,9 @@ class PresenceSession:
 
     async def subscribe(self, refs: list[int | str], *, topics: list[str]) -> tuple[list[dict[str, Any]], list[Any]]:
         limit = settings.CHAT["MAX_PRESENCE_WATCH"]
-        if len(set(self.watching) | set(refs)) > limit:
+        # `watching` keys each user by id and by name: count users, not keys.
+        new = {r for r in refs if r not in self.watching}
+        if len(set(self.watching.values())) + len(new) > limit:
             raise BadRequest(f"a session may watch at most {limit} users")
         users, denied = await presence_visible(viewer=self.user, refs=refs, topics=topics)
         for user in users:

@@ -56,7 +56,8 @@ class RedisPresenceStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(f"{self.p}:s:{uid}", actor, f"{status}|{expires}")
             pipe.zadd(f"{self.p}:due", {f"{uid}|{actor}": expires})
-            pipe.zrem(f"{self.p}:gone", uid)
+            # The `gone` check stays: another session's end may still change
+            # the aggregate (online -> away); a reconnect just finds it unchanged.
             await pipe.execute()
 
     async def session_drop(self, uid: int, actor: str, *, grace: float) -> None:
@@ -152,7 +153,6 @@ class MemoryPresenceStore:
 
     async def session_set(self, uid: int, actor: str, status: str, *, ttl: float) -> None:
         self.sessions.setdefault(uid, {})[actor] = (status, time.time() + ttl)
-        self.gone.pop(uid, None)
 
     async def session_drop(self, uid: int, actor: str, *, grace: float) -> None:
         self.sessions.get(uid, {}).pop(actor, None)

@@ -131,6 +131,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
         for channel, seq in self.acked.items():
             self.tracker.mark(channel, seq)
         for message in backlog:
+            # A channel never acknowledged (a DM that came while away) gets its
+            # resume point before its first resent message; else the baseline
+            # of its next live message would count this backlog as acknowledged.
+            await self.baseline(message.channel.name, message.seq - 1)
             await self.push_message(message)
 
     async def session_restore(self, state: Any) -> list[Message]:

@@ -164,3 +164,28 @@ async def recv_messages(session: Session, count: int) -> list[dict[str, Any]]:
 def fast_passwords(settings: Any) -> None:
     """A cheap password hasher: these tests make many users and never log in."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`--churn-seconds N`: how long tests/e2e/test_churn.py drops and resumes
+    sessions (default 20, short enough for CI; raise it for a soak run)."""
+    parser.addoption(
+        "--churn-seconds",
+        type=float,
+        default=20.0,
+        help="seconds of random reconnect churn in tests/e2e/test_churn.py (default 20)",
+    )
+
+
+@pytest.fixture
+def churn_seconds(request: pytest.FixtureRequest) -> float:
+    """The `--churn-seconds` option."""
+    return float(request.config.getoption("--churn-seconds"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test taking `churn_seconds` gets a timeout that grows with the option."""
+    seconds = float(config.getoption("--churn-seconds"))
+    for item in items:
+        if "churn_seconds" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(seconds + 150))

@@ -110,11 +110,18 @@ class WsSession:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def open(cls, url: str, token: str, *, origin: str | None = None) -> WsSession:
-        """Connect with `?token=` and read the welcome, which must come first."""
+    async def open(
+        cls, url: str, token: str, *, origin: str | None = None, session: str | None = None, max_queue: int = 16
+    ) -> WsSession:
+        """Connect with `?token=` (and `&session=` to resume) and read the welcome, which must come first.
+
+        `max_queue` is the websockets client's receive buffer in frames: at 1
+        it stops reading the socket as soon as one frame waits unread.
+        """
+        query = f"?token={token}" + (f"&session={session}" if session else "")
         ws = await asyncio.wait_for(
             # Transport pings off: the protocol's own `ping` frames are the only keepalive.
-            connect(f"{url}?token={token}", origin=origin, ping_interval=None, open_timeout=WS_TIMEOUT),
+            connect(url + query, origin=origin, ping_interval=None, open_timeout=WS_TIMEOUT, max_queue=max_queue),
             WS_TIMEOUT,
         )
         first = json.loads(await asyncio.wait_for(ws.recv(), WS_TIMEOUT))
@@ -171,7 +178,12 @@ class WsSession:
     async def request(self, frame: dict[str, Any], within: float = WS_TIMEOUT) -> dict[str, Any]:
         """Send with a fresh ref; the answer carrying that ref (events are kept apart)."""
         ref, future = self.submit()
-        await self.send({**frame, "ref": ref})
+        try:
+            await self.send({**frame, "ref": ref})
+        except AssertionError:
+            self._pending.pop(ref, None)
+            future.cancel()  # no answer will come; nobody is left to read its exception
+            raise
         return await asyncio.wait_for(future, within)
 
     async def wait_until(self, predicate: Callable[[], bool], within: float = WS_TIMEOUT) -> None:

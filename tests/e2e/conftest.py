@@ -8,6 +8,7 @@ used is attached to its report.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,12 +61,39 @@ def two_nodes(services_env: dict[str, str], tmp_path_factory: pytest.TempPathFac
             server.stop()
 
 
+class NodeStarter:
+    """Starts service-mode servers with settings of their own and remembers them."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir = env, log_dir
+        self.servers: list[Server] = []
+
+    def __call__(self, name: str, **extra_env: str) -> Server:
+        server = start_server({**self.env, **extra_env}, self.log_dir, name)
+        self.servers.append(server)
+        return server
+
+
+@pytest.fixture(scope="module")
+def start_node(services_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeStarter]:
+    """`start_node("slow", CHAT_OUTBOUND_BUFFER="20")`: a server on the module's
+    database and Redis namespace with extra settings; all stopped with the module."""
+    starter = NodeStarter(services_env, tmp_path_factory.mktemp("custom"))
+    try:
+        yield starter
+    finally:
+        for server in starter.servers:
+            server.stop()
+
+
 # --- reporting ------------------------------------------------------------------
 
 
 def _servers_of(value: Any) -> list[Server]:
     if isinstance(value, Server):
         return [value]
+    if isinstance(value, NodeStarter):
+        return list(value.servers)
     if isinstance(value, list | tuple):
         return [s for s in value if isinstance(s, Server)]
     return []

@@ -176,10 +176,15 @@ def fresh_pg_database() -> Iterator[str]:
 
 @contextlib.contextmanager
 def redis_namespace() -> Iterator[dict[str, str]]:
-    """REDIS_URL and a CHANNEL_PREFIX of this run's own; its keys deleted after."""
+    """REDIS_URL, a CHANNEL_PREFIX and a session-store prefix of this run's own; its keys deleted after.
+
+    The store's prefix matters too: user ids repeat across fresh databases, so
+    runs sharing the default `chat:u:<id>` keys would count each other's
+    connections (and leave keys behind).
+    """
     prefix = "e2e" + secrets.token_hex(6) + ":"
     try:
-        yield {"REDIS_URL": REDIS_BASE, "CHANNEL_PREFIX": prefix}
+        yield {"REDIS_URL": REDIS_BASE, "CHANNEL_PREFIX": prefix, "CHAT_STORE_PREFIX": prefix + "chat"}
     finally:
         client = redis.Redis.from_url(REDIS_BASE)
         try:
