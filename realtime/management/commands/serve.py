@@ -1,6 +1,6 @@
 """`manage.py serve`: run the ASGI app under uvicorn with the measured settings.
 
-Per-message deflate is off: it costs about three times the memory per
+Per-message deflate is off: it costs about twice the memory per
 connection and slows fan-out (docs/PERFORMANCE.md). Frames over 64 KiB
 are refused by the server itself with close code 1009.
 """
