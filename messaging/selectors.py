@@ -131,6 +131,20 @@ def messages_between_named(*, name: str, after: int, upto: int, limit: int = 500
     return messages_between(channel=channel, after=after, upto=upto, limit=limit)
 
 
+def channel_seq_before(*, name: str, since: float) -> int:
+    """The last seq of a channel stored before `since` (a UNIX time), 0 if none:
+    where a session created at `since` starts to receive a channel it never
+    acknowledged (as `backlog_for_resume` counts it)."""
+    created = datetime.fromtimestamp(since, tz=UTC)
+    seq = (
+        Message.objects.filter(channel__name=name, created_at__lt=created)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+    )
+    return seq or 0
+
+
 def channels_auto_of(*, user_id: int) -> QuerySet[Channel]:
     """The stored channels a user receives without subscribing: DMs, system:U, broadcast."""
     return Channel.objects.filter(

@@ -66,6 +66,7 @@ history_page = db(selectors.history_page)
 messages_between = db(selectors.messages_between)
 messages_between_named = db(selectors.messages_between_named)
 backlog_for_resume = db(selectors.backlog_for_resume)
+channel_seq_before = db(selectors.channel_seq_before)
 cursor_request = db(cursors.cursor_request)
 cursor_join = db(cursors.cursor_join)
 channels_sync = db(cursors.channels_sync)
@@ -170,11 +171,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
         state = await self.store.load(requested) if requested else None
         if state is not None and state.user_id == self.user.pk:
             self.session_id = requested
+            self.session_created: float = state.created
             previous = await self.store.claim(requested, owner=self.channel_name, ttl=self.live_ttl)
             if previous and previous != self.channel_name:
                 await self.channel_layer.send(previous, {"type": "session.close", "code": CLOSE_TAKEN_OVER})
             return state
         self.session_id = session_id_new()
+        self.session_created = time.time()
         await self.store.create(self.session_id, user_id=self.user.pk, owner=self.channel_name, ttl=self.live_ttl)
         return None
 
@@ -501,7 +504,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
         action, after = self.tracker.classify(channel, seq)
         if action == "drop":
             return
-        await self.baseline(channel, seq - 1)
+        if action == "send" and seq > 1 and channel not in self.acked and channel not in self.tracker.last_sent:
+            # First sight of a DM or notice channel: the events of two senders
+            # can cross, so an earlier message may still be on its way and would
+            # then be dropped as a repeat. Start where the session started.
+            after = await channel_seq_before(name=channel, since=self.session_created)
+            action = "fill" if after < seq - 1 else "send"
+        await self.baseline(channel, after if action == "fill" else seq - 1)
         # A gap can be longer than one page of the query: page until it is closed.
         while action == "fill" and after < seq - 1:
             rows = await messages_between_named(name=channel, after=after, upto=seq - 1)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,6 @@ class ResumingClient:
     _acker: asyncio.Task[None] | None = None
     _ack_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _last_sent: float = 0.0
-    log: list = field(default_factory=list)
 
     @property
     def current(self) -> WsSession:
@@ -81,7 +81,6 @@ class ResumingClient:
         ws = await WsSession.open(server.ws_url, self.user.token, session=self.session_id)
         assert ws.welcome["user"] == {"id": self.user.id, "username": self.user.username}, ws.welcome
         self.sockets.append(Socket(server, ws, dict(self.acked)))
-        self.log.append((time.monotonic(), f"open {server.name} resumed={ws.welcome['resumed']}"))
         if self.session_id is None:
             self.session_id = ws.welcome["session"]
         self._last_sent = time.monotonic()
@@ -107,7 +106,6 @@ class ResumingClient:
             ),
             WS_TIMEOUT,
         )
-        self.log.append((time.monotonic(), f"false start {server.name}"))
         ws.transport.abort()
         await asyncio.wait_for(ws.wait_closed(), WS_TIMEOUT)
 
@@ -123,7 +121,6 @@ class ResumingClient:
         that the server's resume point is exactly `acked`.
         """
         ws = self.current
-        self.log.append((time.monotonic(), f"drop {how}"))
         if settle_acks:
             async with self._ack_lock:
                 await self._lose(ws, how)
@@ -184,7 +181,6 @@ class ResumingClient:
                         return
                     assert answer["type"] == "ok" and answer["seq"] >= upto, answer
                     self.acked[channel] = max(self.acked.get(channel, 0), upto)
-                    self.log.append((time.monotonic(), f"acked {channel} {upto}"))
                     self._last_sent = time.monotonic()
                 if ws.is_open and time.monotonic() - self._last_sent > PING_IDLE:
                     try:
@@ -214,7 +210,6 @@ class ResumingClient:
                 continue
             assert answer["type"] == "ok", answer
             message = answer["message"]
-            self.log.append((time.monotonic(), f"sent {message['channel']} {message['seq']}"))
             self.own[(message["channel"], message["seq"])] = message
             self._last_sent = time.monotonic()
             return message
@@ -286,3 +281,12 @@ def assert_no_tracebacks(*servers: Server) -> None:
     for server in servers:
         log = server.log()
         assert "Traceback" not in log, f"{server.name} logged an exception:\n{log[log.index('Traceback') :][:3000]}"
+
+
+def users_on(servers: list[Server], count: int, *, prefix: str) -> list[User]:
+    """Register users on all servers at once, one at a time on each: a server hashes
+    passwords one after another, and a queue of them can outlast the HTTP timeout."""
+    share = count // len(servers) + 1
+    with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+        shares = pool.map(lambda server: [server.api.new_user(prefix) for _ in range(share)], servers)
+        return [user for users in shares for user in users][:count]

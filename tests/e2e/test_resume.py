@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from .client import WS_TIMEOUT, SessionPool, WsSession, ok_of
 from .conftest import NodeStarter
 from .flows import QUIET, dm_name, topic_name
-from .resuming import ResumingClient, assert_no_tracebacks, stored_messages
+from .resuming import ResumingClient, assert_no_tracebacks, stored_messages, users_on
 from .servers import Server
 
 pytestmark = pytest.mark.e2e
@@ -357,7 +357,7 @@ async def test_node_stopped_during_traffic(start_node: NodeStarter, sig: signal.
     sockets just break. Either way the node's clients resume on the other node."""
     node1, node2 = start_node(f"{sig.name}-1", **FAST), start_node(f"{sig.name}-2", **FAST)
     nodes = [node1, node2]
-    users = node1.api.new_users(2 * TERM_READERS_PER_NODE + TERM_PUBLISHERS, "term")
+    users = users_on(nodes, 2 * TERM_READERS_PER_NODE + TERM_PUBLISHERS, prefix="term")
     topic = topic_name()
     readers = [ResumingClient(u, ack_every=7) for u in users[: 2 * TERM_READERS_PER_NODE]]
     stop = asyncio.Event()
