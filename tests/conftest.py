@@ -189,3 +189,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "churn_seconds" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.timeout(seconds + 150))
+
+
+@pytest.fixture
+def ann(make_user: Callable[..., Any]) -> Any:
+    return make_user("ann")
+
+
+@pytest.fixture
+def bob(make_user: Callable[..., Any]) -> Any:
+    return make_user("bob")
+
+
+@pytest.fixture
+def carol(make_user: Callable[..., Any]) -> Any:
+    return make_user("carol")
+
+
+@pytest.fixture
+def staff(make_user: Callable[..., Any]) -> Any:
+    return make_user("mod", is_staff=True)

@@ -11,9 +11,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from messaging import services
-from messaging.channels import dm_channel, topic_channel
+from messaging.channels import dm_channel
 from messaging.models import Message
 from tests.api.helpers import assert_error, client_for
+from tests.builders import publish
 from tests.conftest import token_for
 
 pytestmark = pytest.mark.django_db
@@ -25,22 +26,8 @@ def url(channel: str) -> str:
     return f"/api/channels/{channel}/messages/"
 
 
-def publish(user: Any, topic: str, *bodies: str) -> list[Message]:
-    return [services.message_send(sender=user, name=topic_channel(topic), body=b)[0] for b in bodies]
-
-
 def seqs(response: Any) -> list[int]:
     return [m["seq"] for m in response.json()["messages"]]
-
-
-@pytest.fixture
-def ann(make_user: Any) -> Any:
-    return make_user("ann")
-
-
-@pytest.fixture
-def bob(make_user: Any) -> Any:
-    return make_user("bob")
 
 
 @pytest.fixture

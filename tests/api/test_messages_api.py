@@ -11,9 +11,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from messaging import cursors, services
-from messaging.channels import dm_channel, topic_channel
+from messaging.channels import dm_channel
 from messaging.models import Channel, Message, MessageRevision
 from tests.api.helpers import assert_error, client_for
+from tests.builders import direct, publish, read
 from tests.conftest import ws_session
 
 pytestmark = pytest.mark.django_db
@@ -25,38 +26,6 @@ def url(message: Any) -> str:
 
 def readers_url(message: Any) -> str:
     return f"/api/messages/{getattr(message, 'pk', message)}/readers/"
-
-
-def publish(user: Any, topic: str, *bodies: str) -> list[Message]:
-    return [services.message_send(sender=user, name=topic_channel(topic), body=b)[0] for b in bodies]
-
-
-def direct(sender: Any, to: Any, *bodies: str) -> list[Message]:
-    return [services.direct_send(sender=sender, to=to.pk, body=b)[0] for b in bodies]
-
-
-def read(user: Any, name: str, seq: int) -> None:
-    cursors.cursor_move(user=user, channel=Channel.objects.get(name=name), read=seq)
-
-
-@pytest.fixture
-def ann(make_user: Any) -> Any:
-    return make_user("ann")
-
-
-@pytest.fixture
-def bob(make_user: Any) -> Any:
-    return make_user("bob")
-
-
-@pytest.fixture
-def carol(make_user: Any) -> Any:
-    return make_user("carol")
-
-
-@pytest.fixture
-def staff(make_user: Any) -> Any:
-    return make_user("mod", is_staff=True)
 
 
 # --- GET /api/channels/ --------------------------------------------------------------

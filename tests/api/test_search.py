@@ -31,16 +31,6 @@ def found(response: Any) -> list[int]:
 
 
 @pytest.fixture
-def ann(make_user: Any) -> Any:
-    return make_user("ann")
-
-
-@pytest.fixture
-def bob(make_user: Any) -> Any:
-    return make_user("bob")
-
-
-@pytest.fixture
 def cat(make_user: Any) -> Any:
     return make_user("cat")
 

@@ -29,16 +29,6 @@ def members_of(name: str) -> set[str]:
 
 
 @pytest.fixture
-def ann(make_user: Any) -> Any:
-    return make_user("ann")
-
-
-@pytest.fixture
-def bob(make_user: Any) -> Any:
-    return make_user("bob")
-
-
-@pytest.fixture
 def cat(make_user: Any) -> Any:
     return make_user("cat")
 

@@ -42,11 +42,6 @@ def history(settings: Any) -> Callable[..., None]:
     return apply
 
 
-@pytest.fixture
-def ann(make_user: Any) -> Any:
-    return make_user("ann")
-
-
 def topic(user: Any, name: str, *, retention_days: int | None = None) -> Channel:
     channel = services.topic_create(user=user, name=name)
     if retention_days is not None:

@@ -11,17 +11,10 @@ from django.db import connection
 from messaging import cursors, editing, services
 from messaging.channels import dm_channel, parse_channel, topic_channel, user_group
 from messaging.errors import Forbidden, NotFound
-from messaging.models import Channel, ChannelCursor, Message
+from messaging.models import Channel, ChannelCursor
+from tests.builders import direct, publish
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
-
-
-def publish(user: Any, topic: str, *bodies: str) -> list[Message]:
-    return [services.message_send(sender=user, name=topic_channel(topic), body=b)[0] for b in bodies]
-
-
-def direct(sender: Any, to: Any, *bodies: str) -> list[Message]:
-    return [services.direct_send(sender=sender, to=to.pk, body=b)[0] for b in bodies]
 
 
 def channel(name: str) -> Channel:
@@ -35,21 +28,6 @@ def cursor_of(user: Any, name: str) -> tuple[int, int]:
 
 def by_channel(user: Any) -> dict[str, dict[str, Any]]:
     return {entry["channel"]: entry for entry in cursors.channels_sync(user=user)}
-
-
-@pytest.fixture
-def ann(make_user: Any) -> Any:
-    return make_user("ann")
-
-
-@pytest.fixture
-def bob(make_user: Any) -> Any:
-    return make_user("bob")
-
-
-@pytest.fixture
-def carol(make_user: Any) -> Any:
-    return make_user("carol")
 
 
 # --- cursor_move: forward only, clamped, read implies delivered ---------------------

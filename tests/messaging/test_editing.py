@@ -21,26 +21,6 @@ ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 
 
 @pytest.fixture
-def ann(make_user: Any) -> Any:
-    return make_user("ann")
-
-
-@pytest.fixture
-def bob(make_user: Any) -> Any:
-    return make_user("bob")
-
-
-@pytest.fixture
-def carol(make_user: Any) -> Any:
-    return make_user("carol")
-
-
-@pytest.fixture
-def staff(make_user: Any) -> Any:
-    return make_user("mod", is_staff=True)
-
-
-@pytest.fixture
 def edit_window(settings: Any) -> Any:
     """Set HISTORY["EDIT_WINDOW"] for one test (a modified copy of the dict)."""
 

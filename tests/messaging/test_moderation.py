@@ -8,9 +8,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
 
-from messaging import editing, services
-from messaging.channels import topic_channel
+from messaging import editing
 from messaging.models import Message, MessageRevision
+from tests import builders
 from tests.conftest import ws_session
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
@@ -23,29 +23,14 @@ def moderator(make_user: Any) -> Client:
     return client
 
 
-@pytest.fixture
-def ann(make_user: Any) -> Any:
-    return make_user("ann")
-
-
-@pytest.fixture
-def bob(make_user: Any) -> Any:
-    return make_user("bob")
-
-
 def dm_name(a: Any, b: Any) -> str:
     lo, hi = sorted((a.pk, b.pk))
     return f"dm:{lo}:{hi}"
 
 
-@sync_to_async
-def publish(user: Any, topic: str, *bodies: str) -> list[Message]:
-    return [services.message_send(sender=user, name=topic_channel(topic), body=b)[0] for b in bodies]
-
-
-@sync_to_async
-def direct(sender: Any, to: Any, *bodies: str) -> list[Message]:
-    return [services.direct_send(sender=sender, to=to.pk, body=b)[0] for b in bodies]
+# The shared builders, awaitable from these async tests.
+publish = sync_to_async(builders.publish)
+direct = sync_to_async(builders.direct)
 
 
 @sync_to_async

@@ -38,11 +38,6 @@ def _cheap_passwords(settings: Any) -> None:
 
 
 @pytest.fixture
-def ann(make_user: Any) -> Any:
-    return make_user("ann")
-
-
-@pytest.fixture
 def ten(ann: Any) -> Channel:
     """A public topic holding seq 1..10 (bodies m1..m10)."""
     channel = services.topic_create(user=ann, name="ten")
