@@ -77,6 +77,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 report.sections.append((f"server {server.name} (port {server.port})", server.log()[-20000:]))
     browser = funcargs.get("browser")
     if browser is not None:
+        from playwright.sync_api import Error as PlaywrightError
+
         ARTIFACTS.mkdir(exist_ok=True)
         base = _artifact_name(item.nodeid)
         shots = 0
@@ -86,6 +88,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 try:
                     page.screenshot(path=str(path), full_page=True)
                     shots += 1
-                except Exception as exc:  # a closed or crashed page: say so, keep going
+                except PlaywrightError as exc:  # a closed or crashed page: say so, keep going
                     report.sections.append(("screenshot failed", f"{path}: {exc}"))
         report.sections.append(("screenshots", f"{shots} saved in {ARTIFACTS}"))

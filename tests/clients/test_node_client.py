@@ -25,9 +25,7 @@ USERS = 32  # enough for every test in clients/js/test/ to have its own
 @pytest.mark.timeout(300)
 def test_node_client_suite(servers: Servers) -> None:
     server = servers.start("node-suite")
-    users = [
-        {"id": u.id, "username": u.username, "token": u.token} for u in server.api.new_users(USERS, "js")
-    ]
+    users = [{"id": u.id, "username": u.username, "token": u.token} for u in server.api.new_users(USERS, "js")]
     env = {**os.environ, "CHAT_TEST_URL": server.http_url, "CHAT_TEST_USERS": json.dumps(users)}
     done = subprocess.run(
         [NODE, "--experimental-websocket", "--test", "--test-reporter=spec", "clients/js/test/"],
