@@ -136,6 +136,8 @@ export class ChatClient {
   readonly sessionId: string | null;
   readonly user: UserRef | null;
   readonly resumed: boolean;
+  /** Topics this client subscribed to (re-subscribed after a reconnect). */
+  readonly topics: ReadonlySet<string>;
   readonly stats: { duplicates: number; reconnects: number; resumes: number; acksSent: number };
 
   addEventListener<K extends keyof ChatEvents>(type: K, fn: (payload: ChatEvents[K]) => void): void;

@@ -159,6 +159,8 @@ export class ChatClient {
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     if (!this.WebSocket) throw new TypeError('no WebSocket: pass options.WebSocket');
     this.token = options.token ?? null;
+    this.tokenInForce = null;
+    this.refreshed = null;
     /** @type {'idle'|'connecting'|'open'|'reconnecting'|'closed'} */
     this.status = 'idle';
     this.sessionId = options.session ?? null;
@@ -282,11 +284,15 @@ export class ChatClient {
     ws.onerror = () => {}; // a close event follows
   }
 
+  /** The token for the next connect: a refreshed one first, else options.token. */
   async currentToken() {
-    if (typeof this.token === 'function') return await this.token();
-    if (this.token) return this.token;
-    if (this.options.refreshToken) return (this.token = await this.options.refreshToken());
-    throw new Error('options.token or options.refreshToken is required');
+    let token = this.refreshed;
+    this.refreshed = null;
+    if (!token) token = typeof this.token === 'function' ? await this.token() : this.token;
+    if (!token && this.options.refreshToken) token = await this.options.refreshToken();
+    if (!token) throw new Error('options.token or options.refreshToken is required');
+    this.tokenInForce = token;
+    return token;
   }
 
   onClose(code, reason) {
@@ -313,7 +319,7 @@ export class ChatClient {
       return;
     }
     try {
-      this.token = await this.options.refreshToken();
+      this.refreshed = await this.options.refreshToken();
     } catch (err) {
       this.stop('closed', { code: UNAUTHORIZED, reason: 'token refresh failed: ' + err.message });
       return;
@@ -440,15 +446,16 @@ export class ChatClient {
   /** Replace the token before it expires (an `auth` frame keeps the session). */
   scheduleRefresh() {
     clearTimeout(this.timers.refresh);
-    if (!this.options.refreshToken || typeof this.token !== 'string') return;
-    const exp = tokenExpiry(this.token);
+    if (!this.options.refreshToken || !this.tokenInForce) return;
+    const exp = tokenExpiry(this.tokenInForce);
     if (!exp) return;
     const inMs = Math.max(1000, (exp - this.options.refreshBefore) * 1000 - Date.now());
     this.timers.refresh = setTimeout(async () => {
       try {
         const token = await this.options.refreshToken();
         await this.request('auth', { token });
-        this.token = token;
+        this.tokenInForce = token;
+        if (typeof this.token !== 'function') this.token = token;
         this.scheduleRefresh();
       } catch (err) {
         this.emit('error', err); // the server closes with 4401 at expiry; that path refreshes again

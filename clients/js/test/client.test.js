@@ -253,6 +253,27 @@ test('close 4401 calls refreshToken and connects with the new token', async () =
   assert.ok(tokenExpiry(ann.token) > Date.now() / 1000);
 });
 
+test('the token is replaced with an auth frame before it expires', async () => {
+  const [ann] = users(1);
+  const tap = tappedSocket();
+  let refreshed = 0;
+  const secondsLeft = tokenExpiry(ann.token) - Date.now() / 1000;
+  const c = client(ann, {
+    WebSocket: tap.WebSocket,
+    // "Refresh when less than all of the lifetime is left": in about a second.
+    refreshBefore: Math.floor(secondsLeft),
+    refreshToken: async () => {
+      refreshed += 1;
+      return ann.token;
+    },
+  });
+  await c.connect();
+  await until(() => tap.sent.some((f) => f.type === 'auth'), 'an auth frame');
+  await until(() => refreshed >= 1 && c.pending.size === 0, 'its answer');
+  assert.equal(c.status, 'open');
+  assert.equal(tap.sockets.length, 1, 'no reconnect for a refresh');
+});
+
 test('close 4401 without refreshToken stops with status closed', async () => {
   const c = new ChatClient({ url: WS_URL, token: 'not-a-token', backoffInitial: 50 });
   const done = c.connect();
