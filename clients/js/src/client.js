@@ -303,6 +303,8 @@ export class ChatClient {
     this.emit('close', { code, reason, willReconnect: ![TAKEN_OVER, FORBIDDEN].includes(code) });
     if (code === TAKEN_OVER) {
       // Another socket resumed this session: resuming back would ping-pong.
+      // A later connect() starts a fresh session.
+      this.sessionId = null;
       this.stop('closed', { code, reason: 'session taken over by another connection' });
     } else if (code === FORBIDDEN) {
       this.stop('closed', { code, reason: 'forbidden: the user is inactive' });

@@ -234,6 +234,7 @@ test('close 4000 (session taken over) stops without resuming', async () => {
   assert.equal(closes[0].code, 4000);
   assert.equal(closes[0].willReconnect, false);
   assert.equal(first.stats.reconnects, 0);
+  assert.equal(first.sessionId, null, 'a later connect() starts a fresh session');
   await assert.rejects(first.sync(), (err) => err instanceof ChatError && err.code === 'closed');
 });
 

@@ -104,6 +104,8 @@ function start() {
     loadChannels();
   });
   client.on('message', onMessage);
+  // The old session was gone: edits and deletions of the gap are not replayed.
+  client.on('resync', () => typeof state.current === 'string' && openChannel(state.current));
   client.on('message.edited', (e) => patchMessage(e.channel, e.seq, { body: e.body, edited_at: e.edited_at }));
   client.on('message.deleted', (e) => patchMessage(e.channel, e.seq, { body: null, deleted: true }));
   client.on('receipt', onReceipt);
