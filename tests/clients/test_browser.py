@@ -81,15 +81,21 @@ class Tab:
         self.page.goto(server.http_url + "/")
 
     def on_console(self, msg: Any) -> None:
-        # A socket refused while its server is down is expected, nothing else.
-        if msg.type == "error" and "WebSocket connection" not in msg.text:
+        # Expected: a socket refused while its server is down, and the 401/409
+        # answers of the sign-in error checks. Nothing else.
+        expected = ("WebSocket connection", "status of 401", "status of 409")
+        if msg.type == "error" and not any(text in msg.text for text in expected):
             self.errors.append(msg.text)
 
-    def sign_in(self, user: User, *, register: bool = False) -> None:
+    def sign_in(self, user: User, *, register: bool = False, expect_error: str = "") -> None:
         page = self.page
         page.fill("#auth-username", user.username)
         page.fill("#auth-password", user.password)
         page.click("#register" if register else "#login")
+        if expect_error:
+            expect(page.locator("#auth-error")).to_contain_text(expect_error)
+            expect(page.locator("#auth")).to_be_visible()
+            return
         expect(page.locator("#status")).to_have_attribute("data-status", "open")
         expect(page.locator("#me")).to_have_text(user.username)
 
@@ -117,6 +123,9 @@ def test_two_users_chat_in_the_browser(browser: Any, open_tab: Any, node: Server
     a = open_tab(node)
     b = open_tab(node, viewport=PHONE)  # bob is on a phone
     a.sign_in(ann, register=True)
+    # A wrong password and a taken name are refused with the API's message.
+    b.sign_in(User(bob.id, bob.username, "wrong-password", ""), expect_error="No active account")
+    b.sign_in(User(0, ann.username, "Pw-other-0123456789", ""), register=True, expect_error="taken")
     b.sign_in(bob)
 
     # Ann starts a DM by username.

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 
+import psycopg
 import pytest
 
 from tests.e2e.servers import REPO_ROOT
@@ -18,15 +19,26 @@ from .conftest import Servers
 pytestmark = pytest.mark.e2e
 
 NODE = shutil.which("node")
-USERS = 32  # enough for every test in clients/js/test/ to have its own
+USERS = 40  # enough for every test in clients/js/test/ to have its own
 
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed")
 @pytest.mark.timeout(300)
-def test_node_client_suite(servers: Servers) -> None:
-    server = servers.start("node-suite")
-    users = [{"id": u.id, "username": u.username, "token": u.token} for u in server.api.new_users(USERS, "js")]
-    env = {**os.environ, "CHAT_TEST_URL": server.http_url, "CHAT_TEST_USERS": json.dumps(users)}
+def test_node_client_suite(servers: Servers, services_env: dict[str, str]) -> None:
+    # A low send rate, so that the client's retry after `rate_limited` is met for sure.
+    server = servers.start("node-suite", CHAT_SEND_RATE="5", CHAT_SEND_BURST="10")
+    made = server.api.new_users(USERS + 1, "js")
+    users = [{"id": u.id, "username": u.username, "token": u.token} for u in made]
+    inactive = users.pop()
+    # Banned after its token was issued: its connections are closed with 4403.
+    with psycopg.connect(services_env["DATABASE_URL"].replace("postgres://", "postgresql://", 1)) as db:
+        db.execute("UPDATE auth_user SET is_active = false WHERE id = %s", (inactive["id"],))
+    env = {
+        **os.environ,
+        "CHAT_TEST_URL": server.http_url,
+        "CHAT_TEST_USERS": json.dumps(users),
+        "CHAT_TEST_INACTIVE": json.dumps(inactive),
+    }
     done = subprocess.run(
         [NODE, "--experimental-websocket", "--test", "--test-reporter=spec", "clients/js/test/"],
         cwd=REPO_ROOT,

@@ -251,6 +251,7 @@ export class ChatClient {
 
   /** Drop the current socket now and reconnect (resuming), e.g. after a network change. */
   reconnectNow() {
+    if (this.status === 'idle' || this.status === 'closed') return;
     clearTimeout(this.timers.reconnect);
     if (this.ws) {
       this.dropSocket(3000, 'reconnect');

@@ -10,6 +10,7 @@ import { after, test } from 'node:test';
 import { ChatClient, ChatError, dmPeer, tokenExpiry } from '../src/client.js';
 
 const BASE = process.env.CHAT_TEST_URL;
+const INACTIVE = JSON.parse(process.env.CHAT_TEST_INACTIVE ?? 'null');
 const USERS = JSON.parse(process.env.CHAT_TEST_USERS ?? '[]');
 if (!BASE || USERS.length < 2) throw new Error('set CHAT_TEST_URL and CHAT_TEST_USERS (run through pytest)');
 const WS_URL = BASE.replace(/^http/, 'ws') + '/ws/';
@@ -372,4 +373,47 @@ test('edit and delete resolve with the changed message; the other side gets even
   await until(() => events.length === 2, 'both events');
   assert.deepEqual(events.map((e) => e.type), ['message.edited', 'message.deleted']);
   await assert.rejects(b.editMessage(m.id, 'mine now'), (err) => err.code === 'forbidden');
+});
+
+test('sends over the rate limit are retried after retry_after and all land once', async () => {
+  const [ann, bob] = users(2);
+  const tap = tappedSocket();
+  const a = client(ann, { WebSocket: tap.WebSocket, sendTimeout: WAIT });
+  await a.connect();
+  // The test server allows bursts of 10 sends, 5 a second: 30 at once meet rate_limited.
+  const sent = await Promise.all(range(30).map((i) => a.send(bob.id, `burst ${i}`)));
+  assert.deepEqual(sent.map((m) => m.seq).sort((x, y) => x - y), range(30));
+  const directs = tap.sent.filter((f) => f.type === 'direct');
+  assert.ok(directs.length > 30, `${directs.length} frames for 30 sends: some were retried`);
+  assert.equal(new Set(directs.map((f) => f.client_id)).size, 30);
+  const page = await a.history(sent[0].channel, { limit: 200 });
+  assert.equal(page.messages.length, 30);
+});
+
+test('close 4403 (inactive user) stops without reconnecting', async () => {
+  assert.ok(INACTIVE, 'CHAT_TEST_INACTIVE is set');
+  const c = client(INACTIVE, { refreshToken: async () => INACTIVE.token });
+  const closes = [];
+  c.on('close', (e) => closes.push(e));
+  await assert.rejects(c.connect(), (err) => err.code === 'closed');
+  assert.equal(c.status, 'closed');
+  assert.deepEqual(closes.map((e) => [e.code, e.willReconnect]), [[4403, false]]);
+  assert.equal(c.stats.reconnects, 0);
+});
+
+test('close 4429 (too many connections) keeps trying until a slot is free', async () => {
+  const [ann] = users(1);
+  const held = [];
+  for (let i = 0; i < 20; i++) held.push(client(ann));
+  await Promise.all(held.map((c) => c.connect()));
+  const extra = client(ann, { backoffInitial: 50, backoffMax: 200 });
+  const closes = [];
+  extra.on('close', (e) => closes.push(e.code));
+  const connected = extra.connect();
+  await until(() => closes.length >= 2, 'two refusals');
+  assert.deepEqual([...new Set(closes)], [4429]);
+  held[0].close();
+  const welcome = await connected;
+  assert.equal(welcome.user.id, ann.id);
+  assert.ok(extra.stats.reconnects >= 2);
 });
