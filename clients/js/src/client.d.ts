@@ -147,6 +147,8 @@ export class ChatClient {
   connect(): Promise<Welcome>;
   close(): void;
   reconnectNow(): void;
+  /** Send the pending `received` acks now instead of after ackDelay. */
+  flushAcks(): void;
 
   request(type: string, fields?: Record<string, unknown>, options?: { timeout?: number }): Promise<any>;
   send(target: string | number, body: string, options?: { clientId?: string; timeout?: number }): Promise<Message>;
