@@ -65,4 +65,4 @@ lint: install
 	$(PY) -m ruff format --check .
 
 clean:
-	rm -rf $(VENV) staticfiles .coverage .coverage.* htmlcov
+	rm -rf $(VENV) staticfiles .coverage .coverage.* htmlcov test-artifacts
