@@ -10,7 +10,7 @@ export HOST PORT
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chat
 TEST_REDIS_URL    ?= redis://127.0.0.1:6379/9
 
-.PHONY: run test install lint bench clean worker beat need-redis
+.PHONY: run test install lint bench clean worker beat need-redis chromium
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -41,7 +41,21 @@ need-redis:
 	  exit 1; \
 	fi
 
-test: install
+# The browser tests (tests/clients) drive Debian's Chromium; Playwright never
+# downloads a browser. Installed here when missing and running as root.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else \
+	    echo "The browser tests need $(CHROMIUM): run 'sudo apt-get install chromium'" \
+	      "(they are skipped without it)." >&2; \
+	  fi; \
+	fi
+
+test: install chromium
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) DEBUG=0 CONN_MAX_AGE=0 \
 	SECRET_KEY=test-only-secret-key-not-for-production-use ENV_FILE=/nonexistent CHAT_AUTH_RATE=100000/minute \
 	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
@@ -51,4 +65,4 @@ lint: install
 	$(PY) -m ruff format --check .
 
 clean:
-	rm -rf $(VENV) staticfiles .coverage .coverage.* htmlcov
+	rm -rf $(VENV) staticfiles .coverage .coverage.* htmlcov test-artifacts

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "realtime",
     "presence",
     "notifications",
+    "web",
 ]
 
 MIDDLEWARE = [
@@ -238,6 +239,11 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# The JavaScript client is served from its package's source, no copy kept:
+# /static/rtc/client.js is clients/js/src/client.js. WhiteNoise serves what
+# the finders find (also with DEBUG off), so no collectstatic is needed;
+# `collectstatic` still works for a CDN or a proxy in front.
+STATICFILES_DIRS = [("rtc", BASE_DIR / "clients" / "js" / "src")]
 WHITENOISE_USE_FINDERS = True
 
 if not DEBUG:

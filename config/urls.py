@@ -1,10 +1,11 @@
-"""Top-level URLs: API, schema and docs, probes, admin."""
+"""Top-level URLs: API, schema and docs, probes, admin, the demo page."""
 
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from presence.api import PresenceView
+from web.views import index
 
 from . import health
 
@@ -16,6 +17,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    path("", index, name="index"),
 ]
 
 handler404 = "messaging.api.errors.json_not_found"

@@ -130,11 +130,16 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def start_server(env: dict[str, str], log_dir: Path, name: str) -> Server:
-    """Start a server and wait for /healthz; retried on a port taken meanwhile."""
+def start_server(env: dict[str, str], log_dir: Path, name: str, *, port: int | None = None) -> Server:
+    """Start a server and wait for /healthz; retried on a port taken meanwhile.
+
+    With `port` (say, to restart a server where its clients reconnect), that
+    port is tried each time.
+    """
     last_log = ""
+    fixed = port
     for attempt in range(3):
-        port = free_port()
+        port = fixed or free_port()
         log_path = log_dir / f"{name}-{attempt}.log"
         log = log_path.open("wb")
         proc = subprocess.Popen(
