@@ -51,6 +51,7 @@ class Recorder:
     last_delivery: float = 0.0
     sent: int = 0
     stored: int = 0  # `ok` answers to sends (ours only)
+    ok_latencies: list[float] = field(default_factory=list)  # send to its `ok` (ours: stored)
     errors: int = 0
     first_error: str = ""
     target: int = 0
@@ -89,6 +90,7 @@ class Recorder:
 
     def summary(self, expected: int) -> dict[str, Any]:
         lat = sorted(self.latencies)
+        oks = sorted(self.ok_latencies)
         span = max(self.last_delivery - self.first_send, 1e-9) if lat else 0.0
         return {
             "sent": self.sent,
@@ -104,6 +106,8 @@ class Recorder:
             "p99_ms": _ms(percentile(lat, 0.99)),
             "max_ms": _ms(lat[-1] if lat else float("nan")),
             "deliveries_per_s": round(len(lat) / span, 1) if lat else 0.0,
+            "ok_p50_ms": _ms(percentile(oks, 0.50)),
+            "ok_p99_ms": _ms(percentile(oks, 0.99)),
         }
 
 
@@ -125,6 +129,7 @@ class Session:
     recorder: Recorder
     waiting: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     pending_acks: dict[str, int] = field(default_factory=dict)
+    sent_at: dict[str, float] = field(default_factory=dict)  # ref of a send -> its send time
     reader: asyncio.Task[None] | None = None
     refs: int = 0
     closed_by_server: int | None = None
@@ -154,8 +159,11 @@ class Session:
                         if not waiter.done():
                             waiter.set_result(frame)
                     elif ref.startswith("s"):  # a send's answer
+                        sent_at = self.sent_at.pop(ref, None)
                         if kind == "ok":
                             self.recorder.stored += 1
+                            if sent_at is not None:
+                                self.recorder.ok_latencies.append(now - sent_at)
                         else:
                             self.recorder.error(f"{frame.get('code')}: {frame.get('message')}")
         except (ConnectionClosed, WebSocketException):
@@ -192,15 +200,20 @@ class Session:
         text = body(self.number, key)
         self.recorder.sent += 1
         if self.dialect == TUTORIAL:
-            await self.ws.send(_encode({"message": text}).decode())
-            return
-        self.refs += 1
-        frame: dict[str, Any] = {"type": what, "body": text, "ref": f"s{self.refs}"}
-        if what == "direct":
-            frame["to"] = target
-        elif what == "publish":
-            frame["channel"] = target
-        await self.ws.send(_encode(frame).decode())
+            frame: dict[str, Any] = {"message": text}
+        else:
+            self.refs += 1
+            frame = {"type": what, "body": text, "ref": f"s{self.refs}"}
+            self.sent_at[frame["ref"]] = time.monotonic()
+            if what == "direct":
+                frame["to"] = target
+            elif what == "publish":
+                frame["channel"] = target
+        try:
+            await self.ws.send(_encode(frame).decode())
+        except ConnectionClosed:
+            # Counted, not raised: the run goes on and reports it.
+            self.recorder.error(f"send on a closed connection (close code {self.ws.close_code})")
 
     async def ping(self) -> None:
         if self.dialect == TUTORIAL:  # no app heartbeat there: daphne pings, websockets answers

@@ -17,9 +17,10 @@ other in the same run, the scenarios:
   percentiles and losses;
 - fanout: one topic with S subscribers and one publisher, at each rate of
   --rates for T s (ours: `topic:fan`; the baseline: one room); deliveries/s,
-  latency percentiles over all deliveries, losses. The sweep stops early for
-  a target once its p99 exceeds --sweep-stop-ms (it is saturated; higher
-  rates only queue more).
+  latency percentiles over all deliveries, losses. Once a rate saturates a
+  target (p99 over --sweep-stop-ms, or losses), the sweep skips to
+  --main-rate (the issue's headline point) if it has not run it yet, and
+  stops after it: higher rates would only queue more.
 
 Every figure is recorded with the CPU the server and this load generator
 used and the CPU everything else on the machine used meanwhile ("others").
@@ -57,6 +58,7 @@ if __package__ in (None, ""):
 import uvloop  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
+    CLK_TCK,
     HOST,
     RESULTS,
     ROOT,
@@ -94,7 +96,7 @@ SIZES: dict[str, dict[str, Any]] = {
         pair_rate=5.0,
         duration=10.0,
         subscribers=200,
-        rates=[5.0, 10.0, 20.0, 40.0, 80.0],
+        rates=[1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0],
         sweep_duration=5.0,
         processes=[1],
     ),
@@ -107,7 +109,7 @@ SIZES: dict[str, dict[str, Any]] = {
         pair_rate=5.0,
         duration=30.0,
         subscribers=1000,
-        rates=[2.0, 5.0, 10.0, 20.0, 40.0],
+        rates=[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0],
         sweep_duration=10.0,
         processes=[1, 2],
     ),
@@ -142,6 +144,8 @@ class ServerGroup:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     log_path: Path = RESULTS / "server.log"
+    database: str = ""  # ours: the PostgreSQL database it uses (for its backends' CPU)
+    pg_admin_url: str = ""
 
     def start(self, env: dict[str, str], nofile: int) -> None:
         if self.dialect == OURS and self.split == "workers" and self.processes > 1:
@@ -239,7 +243,9 @@ class ServerGroup:
 
 
 class Phase:
-    """CPU of the server, of this process and of everyone else over one phase."""
+    """CPU over one phase, in cores: the server, this generator, our database's
+    PostgreSQL backends, the Redis server (all of it: it serves others too), and
+    everything else on the machine ("others", which includes those two)."""
 
     def __init__(self, servers: ServerGroup) -> None:
         self.servers = servers
@@ -247,15 +253,50 @@ class Phase:
         self.t0 = time.monotonic()
         self.server0 = servers.cpu_seconds()
         self.client0 = time.process_time()
+        self.pg0 = pg_backend_cpu(servers.pg_admin_url, servers.database)
+        self.redis0 = redis_server_cpu()
 
     def figures(self) -> dict[str, float]:
         wall = max(time.monotonic() - self.t0, 1e-9)
+        pg1 = pg_backend_cpu(self.servers.pg_admin_url, self.servers.database)
+        pg = sum(cpu - self.pg0.get(pid, 0.0) for pid, cpu in pg1.items())
         return {
             "wall_s": round(wall, 2),
             "server_cpu_cores": round((self.servers.cpu_seconds() - self.server0) / wall, 2),
             "client_cpu_cores": round((time.process_time() - self.client0) / wall, 2),
+            "pg_cpu_cores": round(max(pg, 0.0) / wall, 2),
+            "redis_cpu_cores": round((redis_server_cpu() - self.redis0) / wall, 2),
             "others_cpu_cores": self.others.cores(),
         }
+
+
+def pg_backend_cpu(admin_url: str, database: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend connected to `database` (the server's connections)."""
+    if not database:
+        return {}
+    import psycopg
+
+    try:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+            pids = [row[0] for row in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [database])]
+    except psycopg.Error:
+        return {}
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            out[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def redis_server_cpu() -> float:
+    total = 0.0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if comm.read_text().strip() == "redis-server":
+                total += cpu_seconds(int(comm.parent.name))
+    return total
 
 
 def client_rss_kib() -> int:
@@ -281,6 +322,15 @@ def unexpected_closes(sessions: list[Session]) -> int:
     return sum(1 for s in sessions if s.closed_by_server is not None)
 
 
+def close_codes(sessions: list[Session]) -> dict[str, int]:
+    """Close codes of the sessions the server closed (-1: no close frame), counted."""
+    codes: dict[str, int] = {}
+    for s in sessions:
+        if s.closed_by_server is not None:
+            codes[str(s.closed_by_server)] = codes.get(str(s.closed_by_server), 0) + 1
+    return codes
+
+
 # --- scenarios -------------------------------------------------------------------------------------------
 
 
@@ -298,7 +348,7 @@ async def scenario_connect_and_broadcast(
     connect_figures = phase.figures()
     upkeep = Upkeep(sessions, args.ping_every, args.ack_every if target.dialect == OURS else 0)
     upkeep.start()
-    sender: Session | None = None
+    senders: list[Session] = []
     try:
         await asyncio.sleep(args.settle)
         rss_idle, client_idle = servers.rss_kib(), client_rss_kib()
@@ -327,22 +377,30 @@ async def scenario_connect_and_broadcast(
             "client_kib_per_session": round((client_idle - client_before) / max(len(sessions), 1), 1),
             "hold_s": args.hold,
             "closed_during_hold": unexpected_closes(sessions),
+            "close_codes_during_hold": close_codes(sessions),
             "kib_per_session_after_hold": round((rss_held - rss_before) / max(len(sessions), 1), 1),
             "pings_sent": upkeep.pings_sent,
             "connect_phase": connect_figures,
             "hold_phase": hold_figures,
         }
 
-        # Broadcast to everyone connected (the sender is one more session).
+        # Broadcast to everyone connected (the sender is one more session). A
+        # round goes to the sessions still open when it starts; a sender the
+        # server closed is replaced before the next round (and counted).
         rec = Recorder()
         for s in sessions:
             s.recorder = rec
         sender = await target.open(staff, "all", rec)
+        senders = [sender]
         await asyncio.sleep(0.5)
-        receivers = [s for s in sessions if s.closed_by_server is None]
         phase = Phase(servers)
         rounds: list[dict[str, Any]] = []
         for i in range(args.broadcasts):
+            if sender.closed_by_server is not None:
+                sender = await target.open(staff, "all", rec)
+                senders.append(sender)
+                await asyncio.sleep(0.5)
+            receivers = [s for s in sessions if s.closed_by_server is None]
             round_rec = Recorder()
             for s in receivers:
                 s.recorder = round_rec
@@ -351,32 +409,37 @@ async def scenario_connect_and_broadcast(
             round_rec.first_send = time.monotonic()
             await sender.send_message("broadcast", "", f"b{i}")
             await round_rec.drain(args.drain, args.max_phase)
-            rounds.append(round_rec.summary(len(receivers)))
+            rounds.append({"receivers": len(receivers), **round_rec.summary(len(receivers))})
             rec.latencies += round_rec.latencies
             rec.duplicates += round_rec.duplicates
             await asyncio.sleep(0.5)
         await asyncio.sleep(0.2)
-        total = rec.summary(len(receivers) * args.broadcasts)
+        expected = sum(r["expected"] for r in rounds)
+        total = rec.summary(expected)
         broadcast = {
-            "receivers": len(receivers),
+            "receivers": len(sessions),
             "broadcasts": args.broadcasts,
+            "receivers_per_round": [r["receivers"] for r in rounds],
             "last_receipt_ms": [r["max_ms"] for r in rounds],
+            "lost_per_round": [r["lost"] for r in rounds],
             "last_receipt_ms_worst": max((r["max_ms"] or 0.0) for r in rounds) if rounds else None,
-            "send_errors": sum(r["send_errors"] for r in rounds) + rec.errors,
+            "send_errors": sum(r["send_errors"] for r in rounds),
             "first_error": next((r["first_error"] for r in rounds if r["first_error"]), ""),
             **{k: total[k] for k in ("expected", "delivered", "lost", "duplicates", "p50_ms", "p99_ms", "max_ms")},
+            "closed_during_run": unexpected_closes([*sessions, *senders]),
+            "close_codes": close_codes([*sessions, *senders]),
+            "senders_closed": sum(1 for s in senders if s.closed_by_server is not None),
             "phase": phase.figures(),
         }
         print(
-            f"    broadcast to {len(receivers)}: last receipt {broadcast['last_receipt_ms']} ms, "
+            f"    broadcast to {broadcast['receivers_per_round']}: last receipt {broadcast['last_receipt_ms']} ms, "
             f"lost {broadcast['lost']}",
             flush=True,
         )
         return connect, broadcast
     finally:
         await upkeep.close()
-        if sender is not None:
-            await sender.close()
+        await close_all(senders, args.concurrency)
         await close_all(sessions, args.concurrency)
 
 
@@ -464,7 +527,9 @@ async def scenario_fanout(servers: ServerGroup, target: Target, args: argparse.N
         await publisher.send_message("publish", TOPIC, "warm")
         await warm.drain(args.drain, args.max_phase)
         points: list[dict[str, Any]] = []
-        for rate in args.rates:
+        rates = sorted(args.rates)
+        while rates:
+            rate = rates.pop(0)
             rec = Recorder()
             for s in [*subscribers, publisher]:
                 s.recorder = rec
@@ -495,8 +560,8 @@ async def scenario_fanout(servers: ServerGroup, target: Target, args: argparse.N
                 flush=True,
             )
             if (point["p99_ms"] or 0) > args.sweep_stop_ms or point["lost"] > 0:
-                print(f"    (saturated: sweep stops for {target.dialect})", flush=True)
-                break
+                rates = [args.main_rate] if rate < args.main_rate and args.main_rate in rates else []
+                print(f"    (saturated: {'on to ' + str(rates[0]) + '/s' if rates else 'sweep stops'})", flush=True)
             await asyncio.sleep(args.settle)
         return points
     finally:
@@ -520,6 +585,8 @@ async def run_target(
         processes=processes,
         split=args.split,
         log_path=RESULTS / f"{stamp}-{name}-p{processes}.log",
+        database=urlsplit(env["DATABASE_URL"]).path[1:] if dialect == OURS else "",
+        pg_admin_url=args.pg_admin_url,
     )
     servers.start(env, args.server_nofile)
     print(f"  {name}, {processes} process(es): {' & '.join(servers.commands)}", flush=True)
@@ -628,23 +695,28 @@ def markdown(report: dict[str, Any]) -> str:
         if "broadcast" in r:
             b = r["broadcast"]
             lines.append(
-                f"- broadcast to {b['receivers']}: last receipt {b['last_receipt_ms']} ms, "
-                f"p50 {b['p50_ms']} ms, lost {b['lost']}"
+                f"- broadcast to {b['receivers_per_round']}: last receipt {b['last_receipt_ms']} ms, "
+                f"p50 {b['p50_ms']} ms, lost {b['lost']}, send errors {b['send_errors']}, "
+                f"{b['closed_during_run']} sessions closed by the server {b['close_codes']}"
             )
         if "direct" in r:
             d = r["direct"]
             lines.append(
                 f"- direct {d['pairs']} pairs x {d['rate_per_pair']:g}/s for {d['duration_s']:g} s: p50 {d['p50_ms']}, "
-                f"p90 {d['p90_ms']}, p99 {d['p99_ms']}, max {d['max_ms']} ms; {d['delivered']}/{d['expected']} "
+                f"p90 {d['p90_ms']}, p99 {d['p99_ms']}, max {d['max_ms']} ms (send to `ok`: p50 {d['ok_p50_ms']}, "
+                f"p99 {d['ok_p99_ms']}); {d['delivered']}/{d['expected']} "
                 f"delivered, lost {d['lost']}, send errors {d['send_errors']}; server "
-                f"{d['phase']['server_cpu_cores']} cores, generator {d['phase']['client_cpu_cores']}, others "
+                f"{d['phase']['server_cpu_cores']} cores, generator {d['phase']['client_cpu_cores']}, "
+                f"PostgreSQL (our db) {d['phase']['pg_cpu_cores']}, Redis {d['phase']['redis_cpu_cores']}, others "
                 f"{d['phase']['others_cpu_cores']}"
             )
         for p in r.get("fanout", []):
             lines.append(
                 f"- fanout {p['subscribers']} subs x {p['rate']:g}/s: {p['deliveries_per_s']:,.0f} deliveries/s, "
-                f"p50 {p['p50_ms']}, p90 {p['p90_ms']}, p99 {p['p99_ms']}, max {p['max_ms']} ms; lost {p['lost']}; "
+                f"p50 {p['p50_ms']}, p90 {p['p90_ms']}, p99 {p['p99_ms']}, max {p['max_ms']} ms (send to `ok`: p50 "
+                f"{p['ok_p50_ms']}, p99 {p['ok_p99_ms']}); lost {p['lost']}; "
                 f"server {p['phase']['server_cpu_cores']} cores, generator {p['phase']['client_cpu_cores']}, "
+                f"PostgreSQL (our db) {p['phase']['pg_cpu_cores']}, Redis {p['phase']['redis_cpu_cores']}, "
                 f"others {p['phase']['others_cpu_cores']}"
             )
         lines.append("")
@@ -698,7 +770,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sweep-stop-ms", type=float, default=5000.0, help="stop a sweep once p99 exceeds this")
     parser.add_argument("-c", "--concurrency", type=int, default=100, help="connects in flight")
     parser.add_argument("--ping-every", type=float, default=20.0, help="seconds between a session's pings")
-    parser.add_argument("--ack-every", type=float, default=2.0, help="ours: seconds between a session's acks")
+    parser.add_argument("--ack-every", type=float, default=5.0, help="ours: seconds between a session's acks (0: none)")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds to wait before reading RSS")
     parser.add_argument("--drain", type=float, default=10.0, help="stop waiting after this long with no delivery")
     parser.add_argument("--max-phase", type=float, default=300.0, help="upper bound of any one wait, seconds")

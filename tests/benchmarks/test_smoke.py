@@ -37,7 +37,14 @@ def latencies_sane(figures: dict[str, Any]) -> None:
 
 
 def phase_sane(phase: dict[str, Any]) -> None:
-    for key in ("wall_s", "server_cpu_cores", "client_cpu_cores", "others_cpu_cores"):
+    for key in (
+        "wall_s",
+        "server_cpu_cores",
+        "client_cpu_cores",
+        "pg_cpu_cores",
+        "redis_cpu_cores",
+        "others_cpu_cores",
+    ):
         assert number(phase[key]) and phase[key] >= 0, phase
     assert phase["wall_s"] > 0
 
@@ -91,6 +98,9 @@ def test_broadcast_reached_everyone(report: dict[str, Any]) -> None:
         assert b["receivers"] == run.SIZES["smoke"]["connect"]
         assert b["expected"] == b["receivers"] * b["broadcasts"] == b["delivered"]
         assert b["lost"] == 0 and b["duplicates"] == 0 and b["send_errors"] == 0, b
+        assert b["closed_during_run"] == 0 and b["senders_closed"] == 0 and b["close_codes"] == {}
+        assert b["receivers_per_round"] == [b["receivers"]] * b["broadcasts"]
+        assert b["lost_per_round"] == [0] * b["broadcasts"]
         assert len(b["last_receipt_ms"]) == b["broadcasts"]
         assert all(number(v) and v > 0 for v in b["last_receipt_ms"])
         latencies_sane(b)
