@@ -312,6 +312,7 @@ class Upkeep:
         self.ack_every = ack_every
         self.acks_sent = 0
         self.pings_sent = 0
+        self.longest_cycle: dict[str, float] = {}  # per loop: the longest round over all sessions, s
         self.stop = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -342,8 +343,11 @@ class Upkeep:
                     await action(session)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), gap)
+            took = time.monotonic() - started
+            name = getattr(action, "__name__", "loop")
+            self.longest_cycle[name] = round(max(self.longest_cycle.get(name, 0.0), took), 2)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), max(0.0, every - (time.monotonic() - started)))
+                await asyncio.wait_for(self.stop.wait(), max(0.0, every - took))
 
     async def close(self) -> None:
         self.stop.set()

@@ -47,6 +47,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -304,11 +305,30 @@ def client_rss_kib() -> int:
 
 
 async def open_many(
-    target: Target, numbers: list[int], room: str, recorder: Recorder, concurrency: int, within: float
+    target: Target,
+    numbers: list[int],
+    room: str | Callable[[int], str],
+    recorder: Recorder,
+    concurrency: int,
+    within: float,
+    into: list[Session],
 ) -> tuple[list[Session], list[BaseException]]:
-    results = await asyncio.wait_for(
-        gather_bounded_list([lambda n=n: target.open(n, room, recorder) for n in numbers], concurrency), within
-    )
+    """Open sessions `numbers`; each is appended to `into` as soon as it is open,
+    so that a running `Upkeep` on `into` pings it from then on (a slow connect
+    phase must not leave the first sessions silent past the server's limit)."""
+
+    async def one(number: int) -> Session:
+        session = await target.open(number, room(number) if callable(room) else room, recorder)
+        into.append(session)
+        return session
+
+    try:
+        results = await asyncio.wait_for(
+            gather_bounded_list([lambda n=n: one(n) for n in numbers], concurrency), within
+        )
+    except BaseException:
+        await close_all(list(into), concurrency)
+        raise
     sessions = [r for r in results if isinstance(r, Session)]
     failures = [r for r in results if isinstance(r, BaseException)]
     return sessions, failures
@@ -343,11 +363,18 @@ async def scenario_connect_and_broadcast(
     idle = Recorder()
     phase = Phase(servers)
     t0 = time.monotonic()
-    sessions, failures = await open_many(target, list(range(n)), "all", idle, args.concurrency, args.max_phase)
+    live: list[Session] = []
+    upkeep = Upkeep(live, args.ping_every, args.ack_every if target.dialect == OURS else 0)
+    upkeep.start()
+    try:
+        sessions, failures = await open_many(
+            target, list(range(n)), "all", idle, args.concurrency, args.max_phase, into=live
+        )
+    except BaseException:
+        await upkeep.close()
+        raise
     connect_s = time.monotonic() - t0
     connect_figures = phase.figures()
-    upkeep = Upkeep(sessions, args.ping_every, args.ack_every if target.dialect == OURS else 0)
-    upkeep.start()
     senders: list[Session] = []
     try:
         await asyncio.sleep(args.settle)
@@ -380,6 +407,8 @@ async def scenario_connect_and_broadcast(
             "close_codes_during_hold": close_codes(sessions),
             "kib_per_session_after_hold": round((rss_held - rss_before) / max(len(sessions), 1), 1),
             "pings_sent": upkeep.pings_sent,
+            # Over the ping interval here means some sessions pinged late (a busy generator).
+            "ping_round_longest_s": upkeep.longest_cycle.get("_ping"),
             "connect_phase": connect_figures,
             "hold_phase": hold_figures,
         }
@@ -448,16 +477,19 @@ async def scenario_direct(servers: ServerGroup, target: Target, args: argparse.N
     numbers = list(range(2 * p))
     warm = Recorder()
     # Pair k: session 2k sends to session 2k+1; the baseline puts each pair in room pK.
-    results = await gather_bounded_list(
-        [lambda n=n: target.open(n, f"p{n // 2}", warm) for n in numbers], args.concurrency
-    )
-    sessions = [r for r in results if isinstance(r, Session)]
-    upkeep = Upkeep(sessions, args.ping_every, args.ack_every if target.dialect == OURS else 0)
+    live: list[Session] = []
+    upkeep = Upkeep(live, args.ping_every, args.ack_every if target.dialect == OURS else 0)
     upkeep.start()
     try:
-        if len(sessions) != len(numbers):
-            failure = next(r for r in results if isinstance(r, BaseException))
-            raise RuntimeError(f"direct: {len(numbers) - len(sessions)} connects failed: {failure!r}")
+        sessions, failures = await open_many(
+            target, numbers, lambda n: f"p{n // 2}", warm, args.concurrency, args.max_phase, into=live
+        )
+    except BaseException:
+        await upkeep.close()
+        raise
+    try:
+        if failures:
+            raise RuntimeError(f"direct: {len(failures)} connects failed: {failures[0]!r}")
         senders = sessions[0::2]  # pair k: session 2k sends to session 2k+1
         # Warm-up: one message per pair (makes each DM channel), not counted.
         warm.expect(p)
@@ -509,11 +541,16 @@ async def scenario_direct(servers: ServerGroup, target: Target, args: argparse.N
 async def scenario_fanout(servers: ServerGroup, target: Target, args: argparse.Namespace) -> list[dict[str, Any]]:
     s_count = args.subscribers
     warm = Recorder()
-    subscribers, failures = await open_many(
-        target, list(range(1, s_count + 1)), "fan", warm, args.concurrency, args.max_phase
-    )
-    upkeep = Upkeep(subscribers, args.ping_every, args.ack_every if target.dialect == OURS else 0)
+    live: list[Session] = []
+    upkeep = Upkeep(live, args.ping_every, args.ack_every if target.dialect == OURS else 0)
     upkeep.start()
+    try:
+        subscribers, failures = await open_many(
+            target, list(range(1, s_count + 1)), "fan", warm, args.concurrency, args.max_phase, into=live
+        )
+    except BaseException:
+        await upkeep.close()
+        raise
     publisher: Session | None = None
     try:
         if failures:
