@@ -379,6 +379,9 @@ async def scenario_connect_and_broadcast(
     try:
         await asyncio.sleep(args.settle)
         rss_idle, client_idle = servers.rss_kib(), client_rss_kib()
+        # Per session over those open when RSS was read: a session the server
+        # closed no longer holds its memory.
+        alive_idle = max(len(sessions) - unexpected_closes(sessions), 1)
         print(
             f"    connect: {len(sessions)}/{n} in {connect_s:.1f} s, RSS {rss_before // 1024} -> "
             f"{rss_idle // 1024} MiB",
@@ -400,12 +403,15 @@ async def scenario_connect_and_broadcast(
             ),
             "rss_before_mib": round(rss_before / 1024, 1),
             "rss_idle_mib": round(rss_idle / 1024, 1),
-            "kib_per_session": round((rss_idle - rss_before) / max(len(sessions), 1), 1),
+            "open_at_rss_read": alive_idle,
+            "kib_per_session": round((rss_idle - rss_before) / alive_idle, 1),
             "client_kib_per_session": round((client_idle - client_before) / max(len(sessions), 1), 1),
             "hold_s": args.hold,
             "closed_during_hold": unexpected_closes(sessions),
             "close_codes_during_hold": close_codes(sessions),
-            "kib_per_session_after_hold": round((rss_held - rss_before) / max(len(sessions), 1), 1),
+            "kib_per_session_after_hold": round(
+                (rss_held - rss_before) / max(len(sessions) - unexpected_closes(sessions), 1), 1
+            ),
             "pings_sent": upkeep.pings_sent,
             # Over the ping interval here means some sessions pinged late (a busy generator).
             "ping_round_longest_s": upkeep.longest_cycle.get("_ping"),

@@ -87,6 +87,7 @@ def test_connect_figures(report: dict[str, Any]) -> None:
         assert number(c["connects_per_s"]) and c["connects_per_s"] > 0
         assert c["rss_before_mib"] > 10 and c["rss_idle_mib"] > 10  # a Python server is at least that
         assert number(c["kib_per_session"]) and number(c["client_kib_per_session"])
+        assert c["open_at_rss_read"] == c["opened"]
         phase_sane(c["connect_phase"])
         phase_sane(c["hold_phase"])
 
