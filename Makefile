@@ -60,6 +60,18 @@ test: install chromium
 	SECRET_KEY=test-only-secret-key-not-for-production-use ENV_FILE=/nonexistent CHAT_AUTH_RATE=100000/minute \
 	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
+# The benchmark suite (benchmarks/README.md): ours and the Channels tutorial
+# baseline side by side on this machine's PostgreSQL and Redis (db 12). Short
+# by default (a few minutes); the issue's sizes with ARGS=--full. Writes
+# benchmarks/results/<stamp>.json and .md and redraws docs/figures/latency_vs_load.png.
+ARGS ?=
+$(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(PY) -m benchmarks.run --plot $(ARGS)
+
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
