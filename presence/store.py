@@ -16,11 +16,12 @@ that held a session died.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 from django.conf import settings
+
+from realtime.redis_clients import LoopRedis
 
 from . import rules
 
@@ -36,20 +37,11 @@ class RedisPresenceStore:
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.p = f"{prefix}:p"
-        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._redis = LoopRedis(url, max_connections=256)
 
     @property
     def redis(self) -> Any:
-        import redis.asyncio as aioredis
-
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            for old in [lp for lp in self._clients if lp.is_closed()]:
-                del self._clients[old]
-            client = aioredis.Redis.from_url(self.url, socket_timeout=10, max_connections=256)
-            self._clients[loop] = client
-        return client
+        return self._redis.client()
 
     async def session_set(self, uid: int, actor: str, status: str, *, ttl: float) -> None:
         expires = time.time() + ttl

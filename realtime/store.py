@@ -11,13 +11,14 @@ Per user: the live sessions, to cap connections per user.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from django.conf import settings
+
+from .redis_clients import LoopRedis
 
 
 @dataclass(slots=True)
@@ -83,21 +84,11 @@ class RedisSessionStore:
     def __init__(self, url: str, prefix: str = "chat") -> None:
         self.url = url
         self.prefix = prefix
-        self._clients: dict[asyncio.AbstractEventLoop, object] = {}
+        self._redis = LoopRedis(url, max_connections=512)
 
     @property
     def redis(self):  # type: ignore[no-untyped-def]
-        import redis.asyncio as aioredis
-
-        # One client per event loop: a connection belongs to the loop that made it.
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            for old in [lp for lp in self._clients if lp.is_closed()]:
-                del self._clients[old]
-            client = aioredis.Redis.from_url(self.url, socket_timeout=10, max_connections=512)
-            self._clients[loop] = client
-        return client
+        return self._redis.client()
 
     def _s(self, sid: str) -> str:
         return f"{self.prefix}:s:{sid}"
