@@ -299,4 +299,7 @@ NOTIFICATIONS = {
     "HTTP_TIMEOUT": env.float("NOTIFY_HTTP_TIMEOUT", default=10.0),
     # Devices one user may register.
     "MAX_DEVICES": env.int("NOTIFY_MAX_DEVICES", default=20),
+    # Celery queue of the notification tasks (empty: Celery's default queue);
+    # a worker started with `-Q NAME` then serves them alone.
+    "QUEUE": env.str("NOTIFY_QUEUE", default="") or None,
 }

@@ -40,7 +40,9 @@ def thread_run(task: Any, args: tuple[Any, ...], countdown: float) -> None:
 
 
 def celery_run(task: Any, args: tuple[Any, ...], countdown: float) -> None:
-    task.apply_async(args=args, countdown=countdown if countdown > 0 else None)
+    task.apply_async(
+        args=args, countdown=countdown if countdown > 0 else None, queue=settings.NOTIFICATIONS.get("QUEUE")
+    )
 
 
 def task_schedule(task: Any, *args: Any, countdown: float = 0.0) -> None:
