@@ -3,6 +3,7 @@ run inside the server process, on timer threads, and reach a webhook."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -53,6 +54,6 @@ async def test_offline_dm_is_pushed_from_the_server_process(server: Server, push
         status, listed = api.call("GET", "/api/notifications/", token=bob.token)
         if listed["results"] and listed["results"][0]["state"] == "sent":
             break
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
     assert status == 200 and listed["results"][0]["state"] == "sent", listed
     assert listed["results"][0]["message"]["body"] == "while you were out"

@@ -523,3 +523,24 @@ def test_auto_backend_follows_the_broker(settings: Any, notify_settings: Any) ->
     assert isinstance(backend_for("webhook"), ConsoleBackend)
     settings.CELERY_TASK_ALWAYS_EAGER = False
     assert isinstance(backend_for("webhook"), WebhookBackend)
+
+
+def test_turning_notifications_off_before_dispatch_suppresses(make_user: Any, push_server: Any) -> None:
+    ann, bob = make_user("ann"), make_user("bob")
+    webhook(bob, push_server)
+    message, _ = direct_send(sender=ann, to="bob", body="too late")
+    [n] = pipeline.notifications_for_message(message_id=message.pk)
+    Preference.objects.create(user=bob, enabled=False)
+    assert pipeline.notification_dispatch(notification_id=n.pk).deliveries == []
+    n.refresh_from_db()
+    assert (n.state, n.detail) == ("suppressed", "disabled")
+
+
+def test_a_task_come_too_early_schedules_itself_again(make_user: Any, tasks: Any, notify_settings: Any) -> None:
+    notify_settings(COALESCE_WINDOW=30.0)
+    ann, bob = make_user("ann"), make_user("bob")
+    message, _ = direct_send(sender=ann, to="bob", body="wait")
+    [n] = pipeline.notifications_for_message(message_id=message.pk)
+    assert ntasks.notification_send.apply(args=(n.pk,)).get() == 0
+    [(task, args, countdown)] = tasks.scheduled
+    assert task is ntasks.notification_send and args == (n.pk,) and 25 < countdown <= 30

@@ -112,6 +112,7 @@ def test_retry_after_parse() -> None:
     assert rules.retry_after_parse("120", now=now) == 120
     assert rules.retry_after_parse("Thu, 01 Jan 2026 12:01:00 GMT", now=now) == 60
     assert rules.retry_after_parse("Thu, 01 Jan 2026 11:00:00 GMT", now=now) == 0
+    assert rules.retry_after_parse("Thu, 01 Jan 2026 12:00:30 -0000", now=now) == 30
     assert rules.retry_after_parse(None, now=now) is None
     assert rules.retry_after_parse("soon", now=now) is None
     assert rules.retry_after_parse("-5", now=now) is None
