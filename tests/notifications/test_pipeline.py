@@ -538,7 +538,7 @@ def test_turning_notifications_off_before_dispatch_suppresses(make_user: Any, pu
 
 def test_a_task_come_too_early_schedules_itself_again(make_user: Any, tasks: Any, notify_settings: Any) -> None:
     notify_settings(COALESCE_WINDOW=30.0)
-    ann, bob = make_user("ann"), make_user("bob")
+    ann, _bob = make_user("ann"), make_user("bob")
     message, _ = direct_send(sender=ann, to="bob", body="wait")
     [n] = pipeline.notifications_for_message(message_id=message.pk)
     assert ntasks.notification_send.apply(args=(n.pk,)).get() == 0
