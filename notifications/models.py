@@ -44,7 +44,7 @@ class Device(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="push_devices")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     # Web Push: the subscription endpoint; webhook: the URL.
-    endpoint = models.URLField(max_length=2048)
+    endpoint = models.CharField(max_length=2048)
     # Web Push: the subscription's keys {"p256dh", "auth"}.
     keys = models.JSONField(default=dict, blank=True)
     # Webhook: the HMAC-SHA256 key of X-Signature.

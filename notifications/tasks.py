@@ -56,4 +56,6 @@ def message_notify_on_commit(message_id: int) -> None:
     happens on the sender's path."""
     from django.db import transaction
 
-    transaction.on_commit(lambda: task_schedule(message_notify, message_id))
+    # robust: a broker that is down must not turn a stored message into an
+    # error for its sender (the failure is logged; that message notifies no one).
+    transaction.on_commit(lambda: task_schedule(message_notify, message_id), robust=True)

@@ -80,3 +80,8 @@ class PushServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def broker_down(task: Any, args: tuple[Any, ...], countdown: float) -> None:
+    """NOTIFICATIONS["RUNNER"] for a broker that cannot be reached."""
+    raise ConnectionError("broker unreachable")

@@ -544,3 +544,14 @@ def test_a_task_come_too_early_schedules_itself_again(make_user: Any, tasks: Any
     assert ntasks.notification_send.apply(args=(n.pk,)).get() == 0
     [(task, args, countdown)] = tasks.scheduled
     assert task is ntasks.notification_send and args == (n.pk,) and 25 < countdown <= 30
+
+
+def test_a_broker_that_is_down_does_not_fail_the_send(
+    make_user: Any, send: Any, notify_settings: Any, caplog: Any
+) -> None:
+    notify_settings(RUNNER="tests.notifications.helpers.broker_down")
+    ann, _bob = make_user("ann"), make_user("bob")
+    with caplog.at_level("ERROR"):
+        message, created = send(direct_send, sender=ann, to="bob", body="stored anyway")
+    assert created and message.pk
+    assert any("broker unreachable" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
