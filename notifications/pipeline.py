@@ -12,9 +12,10 @@ Three steps, each a Celery task in `tasks.py` taking ids:
 2. `notification_dispatch`: when it is due (after the coalescing window, or
    when quiet hours end). Quiet hours hold or drop it; then one Delivery per
    enabled device.
-3. `delivery_try`: one push to one device under the delivery's row lock, so
-   a redelivered task waits and then finds it done; decides sent / retry
-   (with the delay) / gone (device removed) / failed.
+3. `delivery_try`: one push to one device, claimed first so that a
+   redelivered task does not push at the same time, and outside any
+   transaction; decides sent / retry (with the delay) / gone (device
+   removed) / failed.
 
 Every function takes `now` so that tests need no sleep.
 """
@@ -41,7 +42,7 @@ from messaging.wire import message_frame, user_ref
 from presence.store import presence_store
 
 from . import rules
-from .backends import Push, PushRefused, backend_for, console_mode
+from .backends import Push, PushRefused, PushResult, backend_for, console_mode
 from .models import Attempt, Delivery, Device, Notification, Preference
 from .selectors import channel_level, quiet_hours_of
 
@@ -226,16 +227,24 @@ class Try:
     retry_in: float | None = None
 
 
+# A claimed delivery is left alone this long past the push timeout; after a
+# crash mid-push, the next try waits for it to run out.
+CLAIM_MARGIN = 30.0
+
+
 def delivery_try(*, delivery_id: int, now: datetime | None = None) -> Try:
+    """Claim the delivery, push outside any transaction, record the outcome.
+
+    The push runs with no transaction open: on SQLite a transaction holds
+    the database's write lock, and nowhere should a slow endpoint hold a
+    connection and locks. The claim (`claimed_until`) is what keeps a
+    redelivered task from pushing at the same time: it finds the claim and
+    comes back when it runs out, to find the delivery done.
+    """
+    clock_given = now is not None
     now = now or timezone.now()
-    gone: int | None = None
     with transaction.atomic():
-        d = (
-            Delivery.objects.select_for_update(of=("self",))
-            .select_related("notification", "device")
-            .filter(pk=delivery_id)
-            .first()
-        )
+        d = _locked(delivery_id)
         if d is None or d.state != Delivery.State.PENDING:
             return Try("done")
         if d.notification.state == Notification.State.CANCELLED:
@@ -246,23 +255,45 @@ def delivery_try(*, delivery_id: int, now: datetime | None = None) -> Try:
             return _finish(d, Delivery.State.CANCELLED, "cancelled")
         if d.next_at > now:
             return Try("early", retry_in=(d.next_at - now).total_seconds())
-        try:
-            result = backend_for(d.device.kind).send(device=d.device, push=_push(d.notification))
-            outcome = rules.outcome_of(kind=d.device.kind, status=result.status)
-            error = result.error
-        except PushRefused as exc:
-            result, outcome, error = None, rules.Outcome.FAILED, str(exc)
+        if d.claimed_until is not None and d.claimed_until > now:
+            return Try("busy", retry_in=(d.claimed_until - now).total_seconds())
+        d.claimed_until = now + timedelta(seconds=settings.NOTIFICATIONS["HTTP_TIMEOUT"] + CLAIM_MARGIN)
+        d.save(update_fields=["claimed_until"])
+        device, push = d.device, _push(d.notification)
+    try:
+        result = backend_for(device.kind).send(device=device, push=push)
+        outcome, error = rules.outcome_of(kind=device.kind, status=result.status), result.error
+    except PushRefused as exc:
+        result, outcome, error = None, rules.Outcome.FAILED, str(exc)
+    # Delays count from the answer, not from before the push.
+    return _record(delivery_id, device, result, outcome, error, now if clock_given else timezone.now())
+
+
+def _locked(delivery_id: int) -> Delivery | None:
+    return (
+        Delivery.objects.select_for_update(of=("self",))
+        .select_related("notification", "device")
+        .filter(pk=delivery_id)
+        .first()
+    )
+
+
+def _record(
+    delivery_id: int, device: Device, result: PushResult | None, outcome: rules.Outcome, error: str, now: datetime
+) -> Try:
+    with transaction.atomic():
+        d = _locked(delivery_id)
+        if d is None:
+            return Try("done")
         d.attempts += 1
+        d.claimed_until = None
         Attempt.objects.create(
             delivery=d, status=result.status if result else None, outcome=outcome.value, error=error[:255]
         )
         if outcome is rules.Outcome.SENT:
             d.sent_at = now
             return _finish(d, Delivery.State.SENT, "sent")
-        if outcome is rules.Outcome.GONE:
-            gone = d.device_id
-            out = _finish(d, Delivery.State.FAILED, "gone")
-        elif outcome is rules.Outcome.RETRY and d.attempts < settings.NOTIFICATIONS["MAX_ATTEMPTS"]:
+        if outcome is rules.Outcome.RETRY and d.attempts < settings.NOTIFICATIONS["MAX_ATTEMPTS"]:
             conf = settings.NOTIFICATIONS
             delay = rules.backoff_delay(
                 attempt=d.attempts,
@@ -271,21 +302,20 @@ def delivery_try(*, delivery_id: int, now: datetime | None = None) -> Try:
                 retry_after=rules.retry_after_parse(result.retry_after if result else None, now=now),
             )
             d.next_at = now + timedelta(seconds=delay)
-            d.save(update_fields=["attempts", "next_at"])
+            d.save(update_fields=["attempts", "claimed_until", "next_at"])
             return Try("retry", retry_in=delay)
-        else:
-            out = _finish(d, Delivery.State.FAILED, "failed")
-    if gone is not None:
+        out = _finish(d, Delivery.State.FAILED, "gone" if outcome is rules.Outcome.GONE else "failed")
+    if outcome is rules.Outcome.GONE:
         # After the commit, in its own transaction: the device's other
         # deliveries may be locked by their own tries right now.
-        Device.objects.filter(pk=gone).delete()
-        log.info("device %s removed: its endpoint answered that it is gone", gone)
+        Device.objects.filter(pk=device.pk).delete()
+        log.info("device %s removed: its endpoint answered that it is gone", device.pk)
     return out
 
 
 def _finish(d: Delivery, state: str, outcome: str) -> Try:
     d.state = state
-    d.save(update_fields=["state", "attempts", "sent_at"])
+    d.save(update_fields=["state", "attempts", "claimed_until", "sent_at"])
     n = Notification.objects.select_for_update().get(pk=d.notification_id)
     if n.state == Notification.State.QUEUED:
         states = set(n.deliveries.values_list("state", flat=True))

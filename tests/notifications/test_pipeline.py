@@ -555,3 +555,21 @@ def test_a_broker_that_is_down_does_not_fail_the_send(
         message, created = send(direct_send, sender=ann, to="bob", body="stored anyway")
     assert created and message.pk
     assert any("broker unreachable" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+def test_a_claimed_delivery_is_left_alone_until_the_claim_runs_out(make_user: Any, push_server: Any) -> None:
+    """A task redelivered while another one pushes finds the claim and comes back later."""
+    ann, bob = make_user("ann"), make_user("bob")
+    webhook(bob, push_server)
+    message, _ = direct_send(sender=ann, to="bob", body="claimed")
+    [n] = pipeline.notifications_for_message(message_id=message.pk)
+    [delivery_id] = pipeline.notification_dispatch(notification_id=n.pk).deliveries
+    now = timezone.now()
+    Delivery.objects.filter(pk=delivery_id).update(claimed_until=now + timedelta(seconds=40))
+    busy = pipeline.delivery_try(delivery_id=delivery_id, now=now)
+    assert busy.outcome == "busy" and busy.retry_in == pytest.approx(40)
+    assert push_server.received == []
+    # A crashed pusher's claim runs out: the next try goes ahead.
+    assert pipeline.delivery_try(delivery_id=delivery_id, now=now + timedelta(seconds=41)).outcome == "sent"
+    assert Delivery.objects.get(pk=delivery_id).claimed_until is None
+    assert len(push_server.at("/hook")) == 1
