@@ -278,3 +278,34 @@ HISTORY = {
 CELERY_BEAT_SCHEDULE = {
     "archive-messages": {"task": "messaging.tasks.archive_messages", "schedule": 3600.0},
 }
+
+# --- Notifications for offline users (docs/notifications.md) -----------------
+# VAPID keys for Web Push (`manage.py vapid_keys` makes a pair). There is no
+# default key in any mode: without both keys Web Push devices are refused
+# (409) and never sent to; webhooks work regardless.
+NOTIFICATIONS = {
+    "VAPID_PUBLIC_KEY": env.str("VAPID_PUBLIC_KEY", default=""),
+    "VAPID_PRIVATE_KEY": env.str("VAPID_PRIVATE_KEY", default=""),
+    # The contact push services may use (mailto: or https:).
+    "VAPID_SUBJECT": env.str("VAPID_SUBJECT", default="mailto:admin@localhost"),
+    # Webhook and Web Push URLs may point at loopback, private or link-local
+    # addresses, and may be plain http (else only with DEBUG).
+    "WEBHOOK_ALLOW_PRIVATE": env.bool("WEBHOOK_ALLOW_PRIVATE", default=False),
+    # "auto": the console backend when Celery runs eager (no broker: `make
+    # run`), the real push backends otherwise; "console"; "push".
+    "BACKEND": env.str("NOTIFY_BACKEND", default="auto"),
+    # Seconds a notification waits so that more DMs from the same sender fold into it.
+    "COALESCE_WINDOW": env.float("NOTIFY_COALESCE_WINDOW", default=5.0),
+    # Tries per device before the delivery to it is marked failed.
+    "MAX_ATTEMPTS": env.int("NOTIFY_MAX_ATTEMPTS", default=6),
+    # Exponential backoff with full jitter: a random delay up to min(CAP, BASE * 2**n).
+    "BACKOFF_BASE": env.float("NOTIFY_BACKOFF_BASE", default=2.0),
+    "BACKOFF_CAP": env.float("NOTIFY_BACKOFF_CAP", default=300.0),
+    # Seconds one push request may take.
+    "HTTP_TIMEOUT": env.float("NOTIFY_HTTP_TIMEOUT", default=10.0),
+    # Devices one user may register.
+    "MAX_DEVICES": env.int("NOTIFY_MAX_DEVICES", default=20),
+    # Celery queue of the notification tasks (empty: Celery's default queue);
+    # a worker started with `-Q NAME` then serves them alone.
+    "QUEUE": env.str("NOTIFY_QUEUE", default="") or None,
+}

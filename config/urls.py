@@ -11,6 +11,7 @@ from . import health
 
 urlpatterns = [
     path("api/presence/", PresenceView.as_view(), name="presence"),
+    path("api/notifications/", include("notifications.api")),
     path("api/", include("messaging.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

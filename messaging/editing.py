@@ -18,6 +18,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from notifications.services import notifications_cancel_for_message
+
 from .errors import Conflict, Forbidden, NotFound
 from .models import Message, MessageRevision
 from .rules import body_validate
@@ -100,4 +102,5 @@ def message_delete(*, user: AbstractBaseUser, message_id: int, moderation: bool 
         message.body = ""
         message.deleted_at = timezone.now()
         message.save(update_fields=["body", "deleted_at"])
+        notifications_cancel_for_message(message_id=message.pk)
     return Change(message, deleted_event(message))

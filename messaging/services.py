@@ -15,6 +15,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from notifications.tasks import message_notify_on_commit
+
 from . import delivery
 from .channels import BROADCAST, ChannelName, Kind, dm_channel, system_channel, topic_channel
 from .errors import BadRequest, Conflict, Forbidden, NotFound
@@ -94,6 +96,9 @@ def message_store(
                 if existing := _recent_duplicate(sender_id=sender.pk, client_id=client_id):
                     raise _Duplicate(existing)
             message = Message.objects.create(channel=channel, seq=seq, sender=sender, body=body, client_id=client_id)
+            if channel.kind != Kind.BROADCAST:
+                # Push notifications for offline users are decided after the commit, in a task.
+                message_notify_on_commit(message.pk)
     except _Duplicate as dup:
         return dup.message, False
     channel.last_seq = seq

@@ -2,6 +2,6 @@ from django.apps import AppConfig
 
 
 class NotificationsConfig(AppConfig):
-    """Notifications for offline users (filled by the notifications issue)."""
+    """Push notifications for offline users: preferences, devices, queue, retries."""
 
     name = "notifications"

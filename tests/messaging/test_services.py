@@ -299,7 +299,8 @@ def test_system_notice(make_user: Any, django_capture_on_commit_callbacks: Any) 
     assert first.channel.name == f"system:{ann.pk}" and first.channel.kind == "system"
     assert first.sender is None and first.body == "welcome"
     assert (first.seq, second.seq) == (1, 2)
-    assert len(callbacks) == 2  # delivery waits for the commit
+    # Per notice, both wait for the commit: the hand-over to the notification task, and delivery.
+    assert len(callbacks) == 4
     assert Message.objects.filter(channel__name=f"system:{ann.pk}", sender=None).count() == 2
 
 
