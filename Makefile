@@ -65,11 +65,7 @@ test: install chromium
 # by default (a few minutes); the issue's sizes with ARGS=--full. Writes
 # benchmarks/results/<stamp>.json and .md and redraws docs/figures/latency_vs_load.png.
 ARGS ?=
-$(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
-	touch $@
-
-bench: $(VENV)/.bench-installed
+bench: install
 	$(PY) -m benchmarks.run --plot $(ARGS)
 
 lint: install

@@ -5,7 +5,7 @@
 One line per target and server layout (of every run given, in order; a
 layout of a later run replaces the same layout of an earlier one): the fan-out sweep's p50 (dashed) and
 p99 (solid) latency against the deliveries per second offered (subscribers x
-publishes per second); log scales. Needs matplotlib (requirements-bench.txt).
+publishes per second); log scales. Needs matplotlib (pinned in requirements-dev.txt).
 """
 
 from __future__ import annotations

@@ -149,7 +149,6 @@ def test_ratios_are_computed(report: dict[str, Any]) -> None:
 
 
 def test_plot_draws_the_figure(report: dict[str, Any], tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")  # installed by `make bench` (requirements-bench.txt), not by `make test`
     from benchmarks.plot import plot
 
     source = tmp_path / "r.json"
