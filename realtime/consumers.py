@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -76,6 +77,21 @@ message_delete = db(editing.message_delete)
 
 class SessionConsumer(AsyncWebsocketConsumer):
     """One WebSocket session of one user."""
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its `aclose_old_connections()` per event.
+
+        Channels runs `close_old_connections` on its one thread-sensitive
+        thread before every handler: a thread hop per delivered message that
+        all sessions queue on (about 30 % of the server's time in a fan-out).
+        This actor never touches the ORM on the event loop: every query goes
+        through `db()`, whose worker-thread call already closes stale
+        connections before and after it runs.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         self.watchdog: asyncio.Task[None] | None = None

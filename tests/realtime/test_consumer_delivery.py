@@ -460,3 +460,34 @@ async def test_removed_member_stops_receiving_the_private_topic(auser):
             err = await b.request(frame)
             assert err["type"] == "error" and err["code"] == "forbidden"
         assert (await a.request({"type": "ping"}))["type"] == "pong"
+
+
+# --- dispatch ----------------------------------------------------------------------------
+
+
+async def test_events_are_dispatched_without_channels_close_old_connections_hop(auser, monkeypatch):
+    """Channels' dispatch hops to its sync thread before each event; ours does not
+    (every ORM call goes through `db()`, which closes stale connections itself)."""
+    import channels.consumer
+
+    hops = []
+
+    async def counted() -> None:
+        hops.append(1)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    ann, bob = await auser(), await auser()
+    async with ws_session(ann) as a, ws_session(bob) as b:
+        ok = await b.request({"type": "direct", "to": ann.pk, "body": "hi"})
+        assert ok["type"] == "ok"
+        (got,) = await recv_messages(a, 1)
+        assert got["body"] == "hi"
+    assert hops == []
+
+
+async def test_an_event_of_unknown_type_is_refused():
+    from realtime.consumers import SessionConsumer
+
+    consumer = SessionConsumer()
+    with pytest.raises(ValueError, match="No handler"):
+        await consumer.dispatch({"type": "no.such.event"})
