@@ -904,7 +904,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
     parser.add_argument(
         "--base",
-        type=Path,
         help="also run uvicorn-sansio from this checkout (a `git archive` of an older commit): uvicorn-sansio@base",
     )
     args = parser.parse_args(argv)
@@ -942,7 +941,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.base:
         plain = CANDIDATES["uvicorn-sansio"]
         candidates.append(
-            Candidate("uvicorn-sansio@base", f"{plain.summary}, from {args.base}", plain.argv, root=args.base.resolve())
+            Candidate(
+                "uvicorn-sansio@base", f"{plain.summary}, from {args.base}", plain.argv, root=Path(args.base).resolve()
+            )
         )
     skipped = [c.name for c in candidates if not c.available()]
     candidates = [c for c in candidates if c.available()]

@@ -1,9 +1,16 @@
 """The session actor: one per WebSocket connection (protocol sections 1 to 4, 6, 7).
 
 It parses a frame (`frames.parse`), authorises through the services, calls
-them, and answers. Live messages come in from the channel layer as
-`chat.message` events carrying pre-encoded text; the actor forwards each
-once, in `seq` order per channel, filling gaps from the database.
+them, and answers. Live messages come in from the process's fan-out hub
+(`messaging/fanout.py`) as `chat.message` events carrying pre-encoded text;
+the actor forwards each once, in `seq` order per channel, filling gaps from
+the database. The actor has no channel-layer channel of its own.
+
+Events and client frames take turns (`self.turn`), as under channels'
+dispatch: an event that arrives while a frame is handled, or that needs I/O
+(a gap fill, a first baseline), waits in `pending` for a drain task; the
+common case (the next `seq` of a channel with a baseline, an edit, a
+receipt) is handled right in the hub's call, without a task switch.
 
 Everything it sends goes through a bounded outbox drained by one writer
 task, so a client that stops reading costs at most `OUTBOUND_BUFFER` frames
@@ -15,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,8 +34,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from messaging import cursors, editing, selectors, services
-from messaging.channels import BROADCAST_GROUP, ChannelName, Kind, parse_channel, user_group
+from messaging import cursors, editing, fanout, selectors, services
+from messaging.channels import BROADCAST, BROADCAST_GROUP, ChannelName, Kind, parse_channel, system_channel, user_group
 from messaging.delivery import channel_event_publish, group_frames_publish, message_publish
 from messaging.errors import BadJson, BadRequest, ChatError, Forbidden, NotFound, RateLimited, Unauthorized
 from messaging.models import Message
@@ -68,6 +77,8 @@ messages_between = db(selectors.messages_between)
 messages_between_named = db(selectors.messages_between_named)
 backlog_for_resume = db(selectors.backlog_for_resume)
 channel_seq_before = db(selectors.channel_seq_before)
+backlog_since = db(selectors.backlog_for_resume)
+last_seqs_named = db(selectors.last_seqs_named)
 cursor_request = db(cursors.cursor_request)
 cursor_join = db(cursors.cursor_join)
 channels_sync = db(cursors.channels_sync)
@@ -77,6 +88,11 @@ message_delete = db(editing.message_delete)
 
 class SessionConsumer(AsyncWebsocketConsumer):
     """One WebSocket session of one user."""
+
+    # Not a configured layer: channels then gives the actor no channel-layer
+    # channel and no receive task; live events come from the fan-out hub.
+    channel_layer_alias = "(sessions use messaging.fanout)"
+    channel_name = ""
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch without its `aclose_old_connections()` per event.
@@ -91,14 +107,26 @@ class SessionConsumer(AsyncWebsocketConsumer):
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
+        if message["type"] == "websocket.connect":
+            self.turn = asyncio.Lock()
+            self.pending: deque[dict[str, Any]] = deque()
+            self.drainer: asyncio.Task[None] | None = None
+            self.closing = False
+        elif message["type"] == "websocket.disconnect" and self.drainer is not None:
+            # Pending events are moot now; a drain blocked on a full outbox
+            # would otherwise hold the turn forever.
+            self.closing = True
+            self.drainer.cancel()
+        async with self.turn:
+            await handler(message)
 
     async def connect(self) -> None:
+        self.channel_name = "session." + secrets.token_hex(12)
+        self.hub = fanout.fanout_hub()
         self.watchdog: asyncio.Task[None] | None = None
         self.writer: asyncio.Task[None] | None = None
         self.joined: set[str] = set()
         self.session_id = ""
-        self.closing = False
         self.presence: PresenceSession | None = None
         await self.accept()
         check = self.scope["auth"]
@@ -125,10 +153,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
         ):
             await self.close(code=CLOSE_TOO_MANY)
             return
+        # Its own group first: a later resume elsewhere closes this actor through it.
+        await self.group_join(self.channel_name)
         state = await self.session_attach()
         for group in (user_group(self.user.pk), BROADCAST_GROUP):
             await self.group_join(group)
         backlog = await self.session_restore(state) if state is not None else []
+        await self.baselines_auto(skip={m.channel.name for m in backlog})
         await self.push(
             {
                 "type": "welcome",
@@ -153,6 +184,20 @@ class SessionConsumer(AsyncWebsocketConsumer):
             # of its next live message would count this backlog as acknowledged.
             await self.baseline(message.channel.name, message.seq - 1)
             await self.push_message(message)
+
+    async def baselines_auto(self, *, skip: set[str]) -> None:
+        """Where `broadcast` and the user's `system:` channel start, read once
+        after joining their groups (as a subscribe does), so that their first
+        live message is no "first sight" (which would cost each session a
+        query: ten thousand of them for one broadcast). Kept in memory only:
+        what the session is sent again on resume is still counted from its
+        creation for a channel it never acknowledged."""
+        names = [str(BROADCAST), str(system_channel(self.user.pk))]
+        wanted = [n for n in names if n not in self.acked and n not in skip]
+        if wanted:
+            for name, seq in (await last_seqs_named(names=wanted)).items():
+                self.acked[name] = seq
+                self.tracker.mark(name, seq)
 
     async def session_restore(self, state: Any) -> list[Message]:
         """Rejoin a resumed session's topics and find what it must be sent again.
@@ -190,7 +235,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             self.session_created: float = state.created
             previous = await self.store.claim(requested, owner=self.channel_name, ttl=self.live_ttl)
             if previous and previous != self.channel_name:
-                await self.channel_layer.send(previous, {"type": "session.close", "code": CLOSE_TAKEN_OVER})
+                await fanout.publish(previous, {"type": "session.close", "code": CLOSE_TAKEN_OVER})
             return state
         self.session_id = session_id_new()
         self.session_created = time.time()
@@ -199,11 +244,11 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
-        for task in (self.watchdog, self.writer):
-            if task is not None:
+        for task in (self.watchdog, self.writer, self.drainer):
+            if task is not None and task is not asyncio.current_task():
                 task.cancel()
         for group in list(self.joined):
-            await self.channel_layer.group_discard(group, self.channel_name)
+            self.hub.leave(group, self)
         self.joined.clear()
         if self.presence is not None:
             await self.presence.leave()
@@ -219,7 +264,11 @@ class SessionConsumer(AsyncWebsocketConsumer):
         client's TCP window is full, so the outbox is where a slow client shows."""
         while True:
             text = await self.outbox.get()
-            await self.send(text_data=text)
+            try:
+                await self.send(text_data=text)
+            except OSError:  # the client is gone; its disconnect follows
+                self.closing = True
+                return
 
     async def push(self, frame: dict[str, Any], *, wait: bool = False) -> None:
         await self.push_text(frames.encode(frame), wait=wait)
@@ -233,17 +282,21 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if wait:
             await self.outbox.put(text)
             return
+        self.offer(text)
+
+    def offer(self, text: str) -> None:
+        """Queue a live frame now; a full outbox means a client too slow (4409)."""
         try:
             self.outbox.put_nowait(text)
         except asyncio.QueueFull:
-            await self.too_slow()
+            self.too_slow()
 
     async def push_message(self, message: Message) -> None:
         """A stored message from a replay, a resume or a gap fill."""
         await self.push(message_frame(message), wait=True)
         self.tracker.mark(message.channel.name, message.seq)
 
-    async def too_slow(self) -> None:
+    def too_slow(self) -> None:
         """Drop what is queued and close 4409; the session stays resumable."""
         self.closing = True
         while not self.outbox.empty():
@@ -255,26 +308,24 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         """Stop writing, then close: nothing may be sent after the close frame."""
         self.closing = True
-        if self.writer is not None:
-            self.writer.cancel()
-        await super().close(code=code, reason=reason)
+        for task in (self.writer, self.drainer):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        # The client may be gone already (a takeover of a dropped socket whose
+        # disconnect is still on its way): then there is nothing to close.
+        with contextlib.suppress(OSError):
+            await super().close(code=code, reason=reason)
 
     async def group_join(self, group: str) -> None:
-        await self.channel_layer.group_add(group, self.channel_name)
+        await self.hub.join(group, self)
         self.joined.add(group)
 
     async def group_leave(self, group: str) -> None:
         self.joined.discard(group)
-        await self.channel_layer.group_discard(group, self.channel_name)
+        self.hub.leave(group, self)
 
     async def watch(self) -> None:
-        """Close on heartbeat silence (4408) or token expiry (4401); keep state alive.
-
-        Group membership in channels-redis expires after `group_expiry`; a
-        session that lives longer re-adds itself well before that.
-        """
-        refresh_every = max(settings.GROUP_EXPIRY / 3, 1.0)
-        next_refresh = time.monotonic() + refresh_every
+        """Close on heartbeat silence (4408) or token expiry (4401); keep state alive."""
         next_touch = time.monotonic() + self.heartbeat
         limit = settings.CHAT["MAX_CONNECTIONS_PER_USER"]
         while True:
@@ -294,11 +345,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 await self.store.touch(self.session_id, ttl=self.live_ttl)
                 await self.store.user_enter(self.user.pk, self.channel_name, limit=limit, ttl=self.live_ttl)
                 next_touch = now + self.heartbeat
-            if now >= next_refresh:
-                for group in list(self.joined):
-                    await self.channel_layer.group_add(group, self.channel_name)
-                next_refresh = now + refresh_every
-            await asyncio.sleep(max(0.05, min(silent_until - now, expires_in, next_refresh - now, next_touch - now)))
+            await asyncio.sleep(max(0.05, min(silent_until - now, expires_in, next_touch - now)))
 
     # --- client frames ----------------------------------------------------------
 
@@ -510,7 +557,80 @@ class SessionConsumer(AsyncWebsocketConsumer):
         status = await self.presence.set(frame.status)
         await self.push(frames.ok(frame.ref, status=status))
 
-    # --- channel-layer events ---------------------------------------------------
+    # --- live events from the fan-out hub ---------------------------------------------
+
+    def hub_event(self, event: dict[str, Any]) -> None:
+        """Called by the hub for each event of a group this actor joined."""
+        if self.closing:
+            return
+        if self.pending or self.turn.locked() or not self.handled_now(event):
+            self.later(event)
+
+    def hub_resync(self) -> None:
+        """The hub's subscription was down for a while: read what may be lost."""
+        self.later({"type": "catch.up"})
+
+    def handled_now(self, event: dict[str, Any]) -> bool:
+        """Handle an event without I/O if it allows that (as `chat_message` /
+        `chat_event` would); False: it needs the drain task."""
+        kind = event["type"]
+        if kind == "chat.event":
+            if event.get("origin") != self.channel_name and event.get("skip_user") != self.user.pk:
+                self.offer(event["text"])
+            return True
+        if kind != "chat.message":
+            return False
+        channel, seq = event["channel"], event["seq"]
+        if channel.startswith("topic:") and channel not in self.topics:
+            return True
+        if channel not in self.acked:
+            return False  # no baseline yet: it takes a store write, maybe a fill
+        action, _ = self.tracker.classify(channel, seq)
+        if action == "fill":
+            return False
+        if action == "send":
+            self.tracker.mark(channel, seq)
+            if event["origin"] == self.channel_name:
+                self.own_sent.discard((channel, seq))
+            else:
+                self.offer(event["text"])
+        return True
+
+    def later(self, event: dict[str, Any]) -> None:
+        self.pending.append(event)
+        if self.drainer is None or self.drainer.done():
+            self.drainer = asyncio.create_task(self.drain())
+
+    async def drain(self) -> None:
+        """Handle waiting events in order, taking turns with client frames."""
+        async with self.turn:
+            while self.pending:
+                event = self.pending.popleft()
+                if self.closing:
+                    continue
+                try:
+                    await getattr(self, get_handler_name(event))(event)
+                except Exception:
+                    log.exception("event %s failed", event.get("type"))
+
+    async def catch_up(self, event: dict[str, Any]) -> None:
+        """Send what was stored while live events may have been lost: per
+        channel after what this session sent, and for a channel it has not
+        seen, what was stored since the session began."""
+        done = dict(self.acked)
+        for channel, seq in self.tracker.last_sent.items():
+            done[channel] = max(seq, done.get(channel, seq))
+        found = await backlog_since(user=self.user, topics=sorted(self.topics), acked=done, since=self.session_created)
+        for message in found.messages:
+            channel = message.channel.name
+            if message.seq <= self.tracker.last_sent.get(channel, -1):
+                continue
+            await self.baseline(channel, message.seq - 1)
+            if (channel, message.seq) in self.own_sent:
+                self.own_sent.discard((channel, message.seq))
+                self.tracker.mark(channel, message.seq)
+            else:
+                await self.push_message(message)
 
     async def chat_message(self, event: dict[str, Any]) -> None:
         """A live message: forward once, in seq order, filling gaps first."""
@@ -543,7 +663,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if event["origin"] == self.channel_name:
             self.own_sent.discard((channel, seq))
         else:
-            await self.push_text(event["text"], wait=False)
+            self.offer(event["text"])
 
     async def chat_event(self, event: dict[str, Any]) -> None:
         """An edit, a deletion or a receipt: forwarded as it is."""
