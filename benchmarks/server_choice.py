@@ -904,7 +904,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
     parser.add_argument(
         "--base",
-        help="also run uvicorn-sansio from this checkout (a `git archive` of an older commit): uvicorn-sansio@base",
+        action="append",
+        default=[],
+        help="also run uvicorn-sansio from this checkout (a `git archive` of another commit), "
+        "as uvicorn-sansio@<its directory name>; may be repeated",
     )
     args = parser.parse_args(argv)
     if (
@@ -938,12 +941,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hard < args.sessions + 200:
         sys.exit(f"the open-file hard limit ({hard}) is too low for {args.sessions} sessions")
     candidates = [CANDIDATES[name] for name in (args.only or CANDIDATES)]
-    if args.base:
-        plain = CANDIDATES["uvicorn-sansio"]
+    plain = CANDIDATES["uvicorn-sansio"]
+    for base in map(Path, args.base):
         candidates.append(
-            Candidate(
-                "uvicorn-sansio@base", f"{plain.summary}, from {args.base}", plain.argv, root=Path(args.base).resolve()
-            )
+            Candidate(f"{plain.name}@{base.name}", f"{plain.summary}, from {base}", plain.argv, root=base.resolve())
         )
     skipped = [c.name for c in candidates if not c.available()]
     candidates = [c for c in candidates if c.available()]
