@@ -123,8 +123,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.channel_name = "session." + secrets.token_hex(12)
         self.hub = fanout.fanout_hub()
-        self.watchdog: asyncio.Task[None] | None = None
+        self.watch_timer: asyncio.TimerHandle | None = None
         self.writer: asyncio.Task[None] | None = None
+        self.chores: set[asyncio.Task[None]] = set()
         self.joined: set[str] = set()
         self.session_id = ""
         self.presence: PresenceSession | None = None
@@ -146,7 +147,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.last_activity = time.monotonic()
         self.store = session_store()
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=chat["OUTBOUND_BUFFER"])
-        self.writer = asyncio.create_task(self.write_loop())
 
         if not await self.store.user_enter(
             self.user.pk, self.channel_name, limit=chat["MAX_CONNECTIONS_PER_USER"], ttl=self.live_ttl
@@ -175,7 +175,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self.presence.enter()
         # Watch before sending the backlog: a client that stops reading then
         # still meets the heartbeat rule instead of stalling the actor forever.
-        self.watchdog = asyncio.create_task(self.watch())
+        self.next_touch = time.monotonic() + self.heartbeat
+        self.watch()
         for channel, seq in self.acked.items():
             self.tracker.mark(channel, seq)
         for message in backlog:
@@ -244,7 +245,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
-        for task in (self.watchdog, self.writer, self.drainer):
+        if self.watch_timer is not None:
+            self.watch_timer.cancel()
+        for task in (self.writer, self.drainer, *self.chores):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
         for group in list(self.joined):
@@ -261,14 +264,20 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def write_loop(self) -> None:
         """Drain the outbox onto the socket; the server's `send` waits while the
-        client's TCP window is full, so the outbox is where a slow client shows."""
-        while True:
-            text = await self.outbox.get()
+        client's TCP window is full, so the outbox is where a slow client shows.
+
+        It runs only while there is something to write (`kick`): an idle
+        session holds no writer task."""
+        while not self.outbox.empty():
             try:
-                await self.send(text_data=text)
+                await self.send(text_data=self.outbox.get_nowait())
             except OSError:  # the client is gone; its disconnect follows
                 self.closing = True
                 return
+
+    def kick(self) -> None:
+        if not self.closing and (self.writer is None or self.writer.done()):
+            self.writer = asyncio.create_task(self.write_loop())
 
     async def push(self, frame: dict[str, Any], *, wait: bool = False) -> None:
         await self.push_text(frames.encode(frame), wait=wait)
@@ -281,6 +290,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             return
         if wait:
             await self.outbox.put(text)
+            self.kick()
             return
         self.offer(text)
 
@@ -290,6 +300,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
             self.outbox.put_nowait(text)
         except asyncio.QueueFull:
             self.too_slow()
+            return
+        self.kick()
 
     async def push_message(self, message: Message) -> None:
         """A stored message from a replay, a resume or a gap fill."""
@@ -324,28 +336,46 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.joined.discard(group)
         self.hub.leave(group, self)
 
-    async def watch(self) -> None:
-        """Close on heartbeat silence (4408) or token expiry (4401); keep state alive."""
-        next_touch = time.monotonic() + self.heartbeat
-        limit = settings.CHAT["MAX_CONNECTIONS_PER_USER"]
-        while True:
-            now = time.monotonic()
-            silent_until = self.last_activity + 2 * self.heartbeat
-            expires_in = self.token_expires_at - time.time()
-            if now >= silent_until:
-                await self.close(code=CLOSE_HEARTBEAT)
-                return
-            if expires_in <= 0:
-                await self.close(code=CLOSE_UNAUTHORIZED)
-                return
-            if now >= next_touch:
-                await self.presence.refresh()
-                if self.last_activity > now - self.heartbeat:
-                    await self.presence.activity()
-                await self.store.touch(self.session_id, ttl=self.live_ttl)
-                await self.store.user_enter(self.user.pk, self.channel_name, limit=limit, ttl=self.live_ttl)
-                next_touch = now + self.heartbeat
-            await asyncio.sleep(max(0.05, min(silent_until - now, expires_in, next_touch - now)))
+    def watch(self) -> None:
+        """Close on heartbeat silence (4408) or token expiry (4401); keep state alive.
+
+        A timer callback, not a task per session: it runs when the next of
+        its deadlines is due and sets itself again."""
+        self.watch_timer = None
+        if self.closing:
+            return
+        now = time.monotonic()
+        silent_until = self.last_activity + 2 * self.heartbeat
+        expires_in = self.token_expires_at - time.time()
+        if now >= silent_until:
+            self.chore(self.close(code=CLOSE_HEARTBEAT))
+            return
+        if expires_in <= 0:
+            self.chore(self.close(code=CLOSE_UNAUTHORIZED))
+            return
+        if now >= self.next_touch:
+            self.chore(self.keep_alive(active=self.last_activity > now - self.heartbeat))
+            self.next_touch = now + self.heartbeat
+        delay = max(0.05, min(silent_until - now, expires_in, self.next_touch - now))
+        self.watch_timer = asyncio.get_running_loop().call_later(delay, self.watch)
+
+    def chore(self, work: Awaitable[None]) -> None:
+        """Run work of the actor's own in a task it keeps until done."""
+        task = asyncio.ensure_future(work)
+        self.chores.add(task)
+        task.add_done_callback(self.chores.discard)
+
+    async def keep_alive(self, *, active: bool) -> None:
+        """Refresh presence, the session state and the per-user entry."""
+        try:
+            await self.presence.refresh()
+            if active:
+                await self.presence.activity()
+            await self.store.touch(self.session_id, ttl=self.live_ttl)
+            limit = settings.CHAT["MAX_CONNECTIONS_PER_USER"]
+            await self.store.user_enter(self.user.pk, self.channel_name, limit=limit, ttl=self.live_ttl)
+        except Exception:  # Redis hiccup: the next heartbeat tries again
+            log.exception("session %s: keep-alive failed", self.session_id)
 
     # --- client frames ----------------------------------------------------------
 
@@ -597,6 +627,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
         return True
 
     def later(self, event: dict[str, Any]) -> None:
+        if len(self.pending) >= settings.CHAT["OUTBOUND_BUFFER"]:
+            # Stuck behind a client that does not read: keep what is not in
+            # the database (revokes, closes) and read the rest from there.
+            kept = [e for e in self.pending if e["type"] in ("chat.revoke", "session.close")]
+            self.pending.clear()
+            self.pending.extend(kept)
+            self.pending.append({"type": "catch.up"})
         self.pending.append(event)
         if self.drainer is None or self.drainer.done():
             self.drainer = asyncio.create_task(self.drain())
