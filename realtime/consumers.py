@@ -109,7 +109,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         if message["type"] == "websocket.connect":
             self.turn = asyncio.Lock()
-            self.pending: deque[dict[str, Any]] = deque()
+            self.pending: deque[dict[str, Any]] | None = None  # made when needed
             self.drainer: asyncio.Task[None] | None = None
             self.closing = False
         elif message["type"] == "websocket.disconnect" and self.drainer is not None:
@@ -146,7 +146,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.resume_window: int = chat["RESUME_WINDOW"]
         self.last_activity = time.monotonic()
         self.store = session_store()
-        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=chat["OUTBOUND_BUFFER"])
+        # Frames waiting for the socket; none (not even an empty deque) while idle.
+        self.outbox: deque[str] | None = None
+        self.outbox_limit: int = chat["OUTBOUND_BUFFER"]
+        self.room: asyncio.Future[None] | None = None  # a replay waiting for room
 
         if not await self.store.user_enter(
             self.user.pk, self.channel_name, limit=chat["MAX_CONNECTIONS_PER_USER"], ttl=self.live_ttl
@@ -268,12 +271,20 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
         It runs only while there is something to write (`kick`): an idle
         session holds no writer task."""
-        while not self.outbox.empty():
+        out = self.outbox
+        while out:
+            text = out.popleft()
+            if self.room is not None:
+                room, self.room = self.room, None
+                if not room.done():
+                    room.set_result(None)
             try:
-                await self.send(text_data=self.outbox.get_nowait())
+                await self.send(text_data=text)
             except OSError:  # the client is gone; its disconnect follows
                 self.closing = True
                 return
+        if self.outbox is out:
+            self.outbox = None
 
     def kick(self) -> None:
         if not self.closing and (self.writer is None or self.writer.done()):
@@ -289,18 +300,23 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         if wait:
-            await self.outbox.put(text)
-            self.kick()
-            return
+            while self.outbox is not None and len(self.outbox) >= self.outbox_limit:
+                if self.room is None:
+                    self.room = asyncio.get_running_loop().create_future()
+                await self.room
+                if self.closing:
+                    return
         self.offer(text)
 
     def offer(self, text: str) -> None:
         """Queue a live frame now; a full outbox means a client too slow (4409)."""
-        try:
-            self.outbox.put_nowait(text)
-        except asyncio.QueueFull:
+        out = self.outbox
+        if out is None:
+            out = self.outbox = deque()
+        if len(out) >= self.outbox_limit:
             self.too_slow()
             return
+        out.append(text)
         self.kick()
 
     async def push_message(self, message: Message) -> None:
@@ -311,8 +327,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
     def too_slow(self) -> None:
         """Drop what is queued and close 4409; the session stays resumable."""
         self.closing = True
-        while not self.outbox.empty():
-            self.outbox.get_nowait()
+        if self.outbox:
+            self.outbox.clear()
         # The close frame itself waits for the client's TCP window: don't
         # block the actor on it.
         self.closer = asyncio.create_task(self.close(code=CLOSE_TOO_SLOW))
@@ -482,7 +498,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if frame.since is not None and channel is not None:
             await self.replay(channel, after=frame.since, upto=last_seq)
         self.tracker.mark(key, last_seq)
-        await self.push(frames.ok(frame.ref, channel=key, last_seq=last_seq))
+        # After a replay the answer waits for room as the replay did: the
+        # outbox may still be full of it.
+        await self.push(frames.ok(frame.ref, channel=key, last_seq=last_seq), wait=frame.since is not None)
 
     async def baseline(self, channel: str, seq: int) -> None:
         """The resume point of a channel this session starts to receive.
@@ -627,7 +645,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         return True
 
     def later(self, event: dict[str, Any]) -> None:
-        if len(self.pending) >= settings.CHAT["OUTBOUND_BUFFER"]:
+        if self.pending is None:
+            self.pending = deque()
+        elif len(self.pending) >= self.outbox_limit:
             # Stuck behind a client that does not read: keep what is not in
             # the database (revokes, closes) and read the rest from there.
             kept = [e for e in self.pending if e["type"] in ("chat.revoke", "session.close")]
@@ -649,6 +669,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                     await getattr(self, get_handler_name(event))(event)
                 except Exception:
                     log.exception("event %s failed", event.get("type"))
+            self.pending = None
 
     async def catch_up(self, event: dict[str, Any]) -> None:
         """Send what was stored while live events may have been lost: per
