@@ -120,6 +120,7 @@ class Candidate:
     argv: Callable[[int], list[str]]
     client_deflate: bool = False
     needs_module: str | None = None
+    root: Path = ROOT  # the checkout the server runs from (--base adds another)
 
     def available(self) -> bool:
         return self.needs_module is None or importlib.util.find_spec(self.needs_module) is not None
@@ -230,7 +231,7 @@ class Server:
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
                 ["bash", "-c", f"ulimit -n {nofile} && exec {command}"],
-                cwd=ROOT,
+                cwd=candidate.root,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -722,6 +723,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-nofile", type=int, default=0, help="server open-file limit (default: hard limit)")
     parser.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
+    parser.add_argument(
+        "--base",
+        action="append",
+        default=[],
+        help="also run uvicorn-sansio from this checkout (a `git archive` of another commit), "
+        "as uvicorn-sansio@<its directory name>; may be repeated",
+    )
     args = parser.parse_args(argv)
     if (
         args.sessions < 1
@@ -745,6 +753,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hard < args.sessions + 200:
         sys.exit(f"the open-file hard limit ({hard}) is too low for {args.sessions} sessions")
     candidates = [CANDIDATES[name] for name in (args.only or CANDIDATES)]
+    plain = CANDIDATES["uvicorn-sansio"]
+    for base in map(Path, args.base):
+        candidates.append(
+            Candidate(f"{plain.name}@{base.name}", f"{plain.summary}, from {base}", plain.argv, root=base.resolve())
+        )
     skipped = [c.name for c in candidates if not c.available()]
     candidates = [c for c in candidates if c.available()]
     if skipped:

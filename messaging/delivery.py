@@ -1,7 +1,9 @@
-"""Hands stored messages to the channel layer, once their transaction committed.
+"""Hands stored messages to the sessions, once their transaction committed.
 
 A message is encoded to JSON once here, not once per recipient; the session
-actors forward the text as it is.
+actors forward the text as it is. Events travel through the fan-out hub
+(`messaging/fanout.py`): one Redis PUBLISH per group, whatever the number of
+sessions and processes.
 """
 
 from __future__ import annotations
@@ -9,10 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import transaction
 
+from . import fanout
 from .channels import Kind, parse_channel, user_group
 from .models import Message
 from .wire import message_frame
@@ -28,7 +29,7 @@ def groups_for(channel_name: str) -> list[str]:
 
 
 def message_event(message: Message, *, origin: str | None = None) -> dict[str, Any]:
-    """The channel-layer event for a new message.
+    """The event for a new message.
 
     `origin` is the sending session's channel name: that session already has
     the message in its `ok` and only notes the seq.
@@ -44,20 +45,23 @@ def message_event(message: Message, *, origin: str | None = None) -> dict[str, A
 
 async def message_publish(message: Message, *, origin: str | None = None) -> None:
     """Send a committed message to every group that carries its channel."""
-    layer = get_channel_layer()
     event = message_event(message, origin=origin)
     for group in groups_for(message.channel.name):
-        await layer.group_send(group, event)
+        await fanout.publish(group, event)
 
 
 def message_publish_on_commit(message: Message) -> None:
     """Publish from sync code once the current transaction (if any) commits."""
-    transaction.on_commit(lambda: async_to_sync(message_publish)(message))
+    transaction.on_commit(lambda: _publish_sync(message.channel.name, message_event(message)))
+
+
+def _publish_sync(channel_name: str, event: dict[str, Any]) -> None:
+    for group in groups_for(channel_name):
+        fanout.publish_sync(group, event)
 
 
 def _user_event_on_commit(user_id: int, event: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    transaction.on_commit(lambda: async_to_sync(layer.group_send)(user_group(user_id), event))
+    transaction.on_commit(lambda: fanout.publish_sync(user_group(user_id), event))
 
 
 def channel_revoke_on_commit(*, user_id: int, channel: str) -> None:
@@ -71,25 +75,23 @@ def sessions_close_on_commit(*, user_id: int, code: int) -> None:
 
 
 def frame_event(frame: dict[str, Any], *, origin: str | None = None) -> dict[str, Any]:
-    """A channel-layer event that sessions forward as it is (edits, receipts);
+    """An event that sessions forward as it is (edits, receipts);
     the `origin` session has it in its `ok` already."""
     return {"type": "chat.event", "text": _encoder.encode(frame).decode(), "origin": origin}
 
 
 async def channel_event_publish(channel_name: str, frame: dict[str, Any], *, origin: str | None = None) -> None:
     """Send a frame to every session that receives the channel."""
-    layer = get_channel_layer()
     event = frame_event(frame, origin=origin)
     for group in groups_for(channel_name):
-        await layer.group_send(group, event)
+        await fanout.publish(group, event)
 
 
 def channel_event_publish_on_commit(channel_name: str, frame: dict[str, Any]) -> None:
-    transaction.on_commit(lambda: async_to_sync(channel_event_publish)(channel_name, frame))
+    transaction.on_commit(lambda: _publish_sync(channel_name, frame_event(frame)))
 
 
 async def group_frames_publish(pairs: list[tuple[str, dict[str, Any]]]) -> None:
     """Send each frame to its group (receipts to their users)."""
-    layer = get_channel_layer()
     for group, frame in pairs:
-        await layer.group_send(group, frame_event(frame))
+        await fanout.publish(group, frame_event(frame))

@@ -123,6 +123,12 @@ def channel_last_seq(*, channel_id: int) -> int:
     return Channel.objects.values_list("last_seq", flat=True).get(pk=channel_id)
 
 
+def last_seqs_named(*, names: list[str]) -> dict[str, int]:
+    """`last_seq` of each named channel; 0 for one not stored yet."""
+    found = dict(Channel.objects.filter(name__in=names).values_list("name", "last_seq"))
+    return {name: found.get(name, 0) for name in names}
+
+
 def messages_between_named(*, name: str, after: int, upto: int, limit: int = 500) -> list[Message]:
     """As `messages_between`, by channel name (gap fill of a live stream)."""
     channel = Channel.objects.filter(name=name).first()

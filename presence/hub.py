@@ -20,9 +20,9 @@ import time
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 
+from messaging import fanout
 from messaging.delivery import frame_event, groups_for
 from messaging.wire import user_ref
 
@@ -96,9 +96,8 @@ class PresenceHub:
         """A typing frame to the channel's members, never to the typist."""
         frame = {"type": "typing", "channel": channel, "user": user_ref(user), "state": state}
         event = {**frame_event(frame), "skip_user": user.pk}
-        layer = get_channel_layer()
         for group in groups_for(channel):
-            await layer.group_send(group, event)
+            await fanout.publish(group, event)
 
     # --- loops -------------------------------------------------------------------------
 

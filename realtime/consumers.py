@@ -1,9 +1,16 @@
 """The session actor: one per WebSocket connection (protocol sections 1 to 4, 6, 7).
 
 It parses a frame (`frames.parse`), authorises through the services, calls
-them, and answers. Live messages come in from the channel layer as
-`chat.message` events carrying pre-encoded text; the actor forwards each
-once, in `seq` order per channel, filling gaps from the database.
+them, and answers. Live messages come in from the process's fan-out hub
+(`messaging/fanout.py`) as `chat.message` events carrying pre-encoded text;
+the actor forwards each once, in `seq` order per channel, filling gaps from
+the database. The actor has no channel-layer channel of its own.
+
+Events and client frames take turns (`self.turn`), as under channels'
+dispatch: an event that arrives while a frame is handled, or that needs I/O
+(a gap fill, a first baseline), waits in `pending` for a drain task; the
+common case (the next `seq` of a channel with a baseline, an edit, a
+receipt) is handled right in the hub's call, without a task switch.
 
 Everything it sends goes through a bounded outbox drained by one writer
 task, so a client that stops reading costs at most `OUTBOUND_BUFFER` frames
@@ -15,17 +22,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from messaging import cursors, editing, selectors, services
-from messaging.channels import BROADCAST_GROUP, ChannelName, Kind, parse_channel, user_group
+from messaging import cursors, editing, fanout, selectors, services
+from messaging.channels import BROADCAST, BROADCAST_GROUP, ChannelName, Kind, parse_channel, system_channel, user_group
 from messaging.delivery import channel_event_publish, group_frames_publish, message_publish
 from messaging.errors import BadJson, BadRequest, ChatError, Forbidden, NotFound, RateLimited, Unauthorized
 from messaging.models import Message
@@ -67,6 +77,8 @@ messages_between = db(selectors.messages_between)
 messages_between_named = db(selectors.messages_between_named)
 backlog_for_resume = db(selectors.backlog_for_resume)
 channel_seq_before = db(selectors.channel_seq_before)
+backlog_since = db(selectors.backlog_for_resume)
+last_seqs_named = db(selectors.last_seqs_named)
 cursor_request = db(cursors.cursor_request)
 cursor_join = db(cursors.cursor_join)
 channels_sync = db(cursors.channels_sync)
@@ -77,12 +89,45 @@ message_delete = db(editing.message_delete)
 class SessionConsumer(AsyncWebsocketConsumer):
     """One WebSocket session of one user."""
 
+    # Not a configured layer: channels then gives the actor no channel-layer
+    # channel and no receive task; live events come from the fan-out hub.
+    channel_layer_alias = "(sessions use messaging.fanout)"
+    channel_name = ""
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its `aclose_old_connections()` per event.
+
+        Channels runs `close_old_connections` on its one thread-sensitive
+        thread before every handler: a thread hop per delivered message that
+        all sessions queue on (about 30 % of the server's time in a fan-out).
+        This actor never touches the ORM on the event loop: every query goes
+        through `db()`, whose worker-thread call already closes stale
+        connections before and after it runs.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        if message["type"] == "websocket.connect":
+            self.turn = asyncio.Lock()
+            self.pending: deque[dict[str, Any]] | None = None  # made when needed
+            self.drainer: asyncio.Task[None] | None = None
+            self.closing = False
+        elif message["type"] == "websocket.disconnect" and self.drainer is not None:
+            # Pending events are moot now; a drain blocked on a full outbox
+            # would otherwise hold the turn forever.
+            self.closing = True
+            self.drainer.cancel()
+        async with self.turn:
+            await handler(message)
+
     async def connect(self) -> None:
-        self.watchdog: asyncio.Task[None] | None = None
+        self.channel_name = "session." + secrets.token_hex(12)
+        self.hub = fanout.fanout_hub()
+        self.watch_timer: asyncio.TimerHandle | None = None
         self.writer: asyncio.Task[None] | None = None
+        self.chores: set[asyncio.Task[None]] = set()
         self.joined: set[str] = set()
         self.session_id = ""
-        self.closing = False
         self.presence: PresenceSession | None = None
         await self.accept()
         check = self.scope["auth"]
@@ -101,18 +146,23 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.resume_window: int = chat["RESUME_WINDOW"]
         self.last_activity = time.monotonic()
         self.store = session_store()
-        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=chat["OUTBOUND_BUFFER"])
-        self.writer = asyncio.create_task(self.write_loop())
+        # Frames waiting for the socket; none (not even an empty deque) while idle.
+        self.outbox: deque[str] | None = None
+        self.outbox_limit: int = chat["OUTBOUND_BUFFER"]
+        self.room: asyncio.Future[None] | None = None  # a replay waiting for room
 
         if not await self.store.user_enter(
             self.user.pk, self.channel_name, limit=chat["MAX_CONNECTIONS_PER_USER"], ttl=self.live_ttl
         ):
             await self.close(code=CLOSE_TOO_MANY)
             return
+        # Its own group first: a later resume elsewhere closes this actor through it.
+        await self.group_join(self.channel_name)
         state = await self.session_attach()
         for group in (user_group(self.user.pk), BROADCAST_GROUP):
             await self.group_join(group)
         backlog = await self.session_restore(state) if state is not None else []
+        await self.baselines_auto(skip={m.channel.name for m in backlog})
         await self.push(
             {
                 "type": "welcome",
@@ -128,7 +178,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self.presence.enter()
         # Watch before sending the backlog: a client that stops reading then
         # still meets the heartbeat rule instead of stalling the actor forever.
-        self.watchdog = asyncio.create_task(self.watch())
+        self.next_touch = time.monotonic() + self.heartbeat
+        self.watch()
         for channel, seq in self.acked.items():
             self.tracker.mark(channel, seq)
         for message in backlog:
@@ -137,6 +188,20 @@ class SessionConsumer(AsyncWebsocketConsumer):
             # of its next live message would count this backlog as acknowledged.
             await self.baseline(message.channel.name, message.seq - 1)
             await self.push_message(message)
+
+    async def baselines_auto(self, *, skip: set[str]) -> None:
+        """Where `broadcast` and the user's `system:` channel start, read once
+        after joining their groups (as a subscribe does), so that their first
+        live message is no "first sight" (which would cost each session a
+        query: ten thousand of them for one broadcast). Kept in memory only:
+        what the session is sent again on resume is still counted from its
+        creation for a channel it never acknowledged."""
+        names = [str(BROADCAST), str(system_channel(self.user.pk))]
+        wanted = [n for n in names if n not in self.acked and n not in skip]
+        if wanted:
+            for name, seq in (await last_seqs_named(names=wanted)).items():
+                self.acked[name] = seq
+                self.tracker.mark(name, seq)
 
     async def session_restore(self, state: Any) -> list[Message]:
         """Rejoin a resumed session's topics and find what it must be sent again.
@@ -174,7 +239,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             self.session_created: float = state.created
             previous = await self.store.claim(requested, owner=self.channel_name, ttl=self.live_ttl)
             if previous and previous != self.channel_name:
-                await self.channel_layer.send(previous, {"type": "session.close", "code": CLOSE_TAKEN_OVER})
+                await fanout.publish(previous, {"type": "session.close", "code": CLOSE_TAKEN_OVER})
             return state
         self.session_id = session_id_new()
         self.session_created = time.time()
@@ -183,11 +248,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
-        for task in (self.watchdog, self.writer):
-            if task is not None:
+        if self.watch_timer is not None:
+            self.watch_timer.cancel()
+        for task in (self.writer, self.drainer, *self.chores):
+            if task is not None and task is not asyncio.current_task():
                 task.cancel()
         for group in list(self.joined):
-            await self.channel_layer.group_discard(group, self.channel_name)
+            self.hub.leave(group, self)
         self.joined.clear()
         if self.presence is not None:
             await self.presence.leave()
@@ -200,10 +267,28 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def write_loop(self) -> None:
         """Drain the outbox onto the socket; the server's `send` waits while the
-        client's TCP window is full, so the outbox is where a slow client shows."""
-        while True:
-            text = await self.outbox.get()
-            await self.send(text_data=text)
+        client's TCP window is full, so the outbox is where a slow client shows.
+
+        It runs only while there is something to write (`kick`): an idle
+        session holds no writer task."""
+        out = self.outbox
+        while out:
+            text = out.popleft()
+            if self.room is not None:
+                room, self.room = self.room, None
+                if not room.done():
+                    room.set_result(None)
+            try:
+                await self.send(text_data=text)
+            except OSError:  # the client is gone; its disconnect follows
+                self.closing = True
+                return
+        if self.outbox is out:
+            self.outbox = None
+
+    def kick(self) -> None:
+        if not self.closing and (self.writer is None or self.writer.done()):
+            self.writer = asyncio.create_task(self.write_loop())
 
     async def push(self, frame: dict[str, Any], *, wait: bool = False) -> None:
         await self.push_text(frames.encode(frame), wait=wait)
@@ -215,23 +300,35 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         if wait:
-            await self.outbox.put(text)
+            while self.outbox is not None and len(self.outbox) >= self.outbox_limit:
+                if self.room is None:
+                    self.room = asyncio.get_running_loop().create_future()
+                await self.room
+                if self.closing:
+                    return
+        self.offer(text)
+
+    def offer(self, text: str) -> None:
+        """Queue a live frame now; a full outbox means a client too slow (4409)."""
+        out = self.outbox
+        if out is None:
+            out = self.outbox = deque()
+        if len(out) >= self.outbox_limit:
+            self.too_slow()
             return
-        try:
-            self.outbox.put_nowait(text)
-        except asyncio.QueueFull:
-            await self.too_slow()
+        out.append(text)
+        self.kick()
 
     async def push_message(self, message: Message) -> None:
         """A stored message from a replay, a resume or a gap fill."""
         await self.push(message_frame(message), wait=True)
         self.tracker.mark(message.channel.name, message.seq)
 
-    async def too_slow(self) -> None:
+    def too_slow(self) -> None:
         """Drop what is queued and close 4409; the session stays resumable."""
         self.closing = True
-        while not self.outbox.empty():
-            self.outbox.get_nowait()
+        if self.outbox:
+            self.outbox.clear()
         # The close frame itself waits for the client's TCP window: don't
         # block the actor on it.
         self.closer = asyncio.create_task(self.close(code=CLOSE_TOO_SLOW))
@@ -239,50 +336,62 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         """Stop writing, then close: nothing may be sent after the close frame."""
         self.closing = True
-        if self.writer is not None:
-            self.writer.cancel()
-        await super().close(code=code, reason=reason)
+        for task in (self.writer, self.drainer):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        # The client may be gone already (a takeover of a dropped socket whose
+        # disconnect is still on its way): then there is nothing to close.
+        with contextlib.suppress(OSError):
+            await super().close(code=code, reason=reason)
 
     async def group_join(self, group: str) -> None:
-        await self.channel_layer.group_add(group, self.channel_name)
+        await self.hub.join(group, self)
         self.joined.add(group)
 
     async def group_leave(self, group: str) -> None:
         self.joined.discard(group)
-        await self.channel_layer.group_discard(group, self.channel_name)
+        self.hub.leave(group, self)
 
-    async def watch(self) -> None:
+    def watch(self) -> None:
         """Close on heartbeat silence (4408) or token expiry (4401); keep state alive.
 
-        Group membership in channels-redis expires after `group_expiry`; a
-        session that lives longer re-adds itself well before that.
-        """
-        refresh_every = max(settings.GROUP_EXPIRY / 3, 1.0)
-        next_refresh = time.monotonic() + refresh_every
-        next_touch = time.monotonic() + self.heartbeat
-        limit = settings.CHAT["MAX_CONNECTIONS_PER_USER"]
-        while True:
-            now = time.monotonic()
-            silent_until = self.last_activity + 2 * self.heartbeat
-            expires_in = self.token_expires_at - time.time()
-            if now >= silent_until:
-                await self.close(code=CLOSE_HEARTBEAT)
-                return
-            if expires_in <= 0:
-                await self.close(code=CLOSE_UNAUTHORIZED)
-                return
-            if now >= next_touch:
-                await self.presence.refresh()
-                if self.last_activity > now - self.heartbeat:
-                    await self.presence.activity()
-                await self.store.touch(self.session_id, ttl=self.live_ttl)
-                await self.store.user_enter(self.user.pk, self.channel_name, limit=limit, ttl=self.live_ttl)
-                next_touch = now + self.heartbeat
-            if now >= next_refresh:
-                for group in list(self.joined):
-                    await self.channel_layer.group_add(group, self.channel_name)
-                next_refresh = now + refresh_every
-            await asyncio.sleep(max(0.05, min(silent_until - now, expires_in, next_refresh - now, next_touch - now)))
+        A timer callback, not a task per session: it runs when the next of
+        its deadlines is due and sets itself again."""
+        self.watch_timer = None
+        if self.closing:
+            return
+        now = time.monotonic()
+        silent_until = self.last_activity + 2 * self.heartbeat
+        expires_in = self.token_expires_at - time.time()
+        if now >= silent_until:
+            self.chore(self.close(code=CLOSE_HEARTBEAT))
+            return
+        if expires_in <= 0:
+            self.chore(self.close(code=CLOSE_UNAUTHORIZED))
+            return
+        if now >= self.next_touch:
+            self.chore(self.keep_alive(active=self.last_activity > now - self.heartbeat))
+            self.next_touch = now + self.heartbeat
+        delay = max(0.05, min(silent_until - now, expires_in, self.next_touch - now))
+        self.watch_timer = asyncio.get_running_loop().call_later(delay, self.watch)
+
+    def chore(self, work: Awaitable[None]) -> None:
+        """Run work of the actor's own in a task it keeps until done."""
+        task = asyncio.ensure_future(work)
+        self.chores.add(task)
+        task.add_done_callback(self.chores.discard)
+
+    async def keep_alive(self, *, active: bool) -> None:
+        """Refresh presence, the session state and the per-user entry."""
+        try:
+            await self.presence.refresh()
+            if active:
+                await self.presence.activity()
+            await self.store.touch(self.session_id, ttl=self.live_ttl)
+            limit = settings.CHAT["MAX_CONNECTIONS_PER_USER"]
+            await self.store.user_enter(self.user.pk, self.channel_name, limit=limit, ttl=self.live_ttl)
+        except Exception:  # Redis hiccup: the next heartbeat tries again
+            log.exception("session %s: keep-alive failed", self.session_id)
 
     # --- client frames ----------------------------------------------------------
 
@@ -389,7 +498,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if frame.since is not None and channel is not None:
             await self.replay(channel, after=frame.since, upto=last_seq)
         self.tracker.mark(key, last_seq)
-        await self.push(frames.ok(frame.ref, channel=key, last_seq=last_seq))
+        # After a replay the answer waits for room as the replay did: the
+        # outbox may still be full of it.
+        await self.push(frames.ok(frame.ref, channel=key, last_seq=last_seq), wait=frame.since is not None)
 
     async def baseline(self, channel: str, seq: int) -> None:
         """The resume point of a channel this session starts to receive.
@@ -494,7 +605,90 @@ class SessionConsumer(AsyncWebsocketConsumer):
         status = await self.presence.set(frame.status)
         await self.push(frames.ok(frame.ref, status=status))
 
-    # --- channel-layer events ---------------------------------------------------
+    # --- live events from the fan-out hub ---------------------------------------------
+
+    def hub_event(self, event: dict[str, Any]) -> None:
+        """Called by the hub for each event of a group this actor joined."""
+        if self.closing:
+            return
+        if self.pending or self.turn.locked() or not self.handled_now(event):
+            self.later(event)
+
+    def hub_resync(self) -> None:
+        """The hub's subscription was down for a while: read what may be lost."""
+        self.later({"type": "catch.up"})
+
+    def handled_now(self, event: dict[str, Any]) -> bool:
+        """Handle an event without I/O if it allows that (as `chat_message` /
+        `chat_event` would); False: it needs the drain task."""
+        kind = event["type"]
+        if kind == "chat.event":
+            if event.get("origin") != self.channel_name and event.get("skip_user") != self.user.pk:
+                self.offer(event["text"])
+            return True
+        if kind != "chat.message":
+            return False
+        channel, seq = event["channel"], event["seq"]
+        if channel.startswith("topic:") and channel not in self.topics:
+            return True
+        if channel not in self.acked:
+            return False  # no baseline yet: it takes a store write, maybe a fill
+        action, _ = self.tracker.classify(channel, seq)
+        if action == "fill":
+            return False
+        if action == "send":
+            self.tracker.mark(channel, seq)
+            if event["origin"] == self.channel_name:
+                self.own_sent.discard((channel, seq))
+            else:
+                self.offer(event["text"])
+        return True
+
+    def later(self, event: dict[str, Any]) -> None:
+        if self.pending is None:
+            self.pending = deque()
+        elif len(self.pending) >= self.outbox_limit:
+            # Stuck behind a client that does not read: keep what is not in
+            # the database (revokes, closes) and read the rest from there.
+            kept = [e for e in self.pending if e["type"] in ("chat.revoke", "session.close")]
+            self.pending.clear()
+            self.pending.extend(kept)
+            self.pending.append({"type": "catch.up"})
+        self.pending.append(event)
+        if self.drainer is None or self.drainer.done():
+            self.drainer = asyncio.create_task(self.drain())
+
+    async def drain(self) -> None:
+        """Handle waiting events in order, taking turns with client frames."""
+        async with self.turn:
+            while self.pending:
+                event = self.pending.popleft()
+                if self.closing:
+                    continue
+                try:
+                    await getattr(self, get_handler_name(event))(event)
+                except Exception:
+                    log.exception("event %s failed", event.get("type"))
+            self.pending = None
+
+    async def catch_up(self, event: dict[str, Any]) -> None:
+        """Send what was stored while live events may have been lost: per
+        channel after what this session sent, and for a channel it has not
+        seen, what was stored since the session began."""
+        done = dict(self.acked)
+        for channel, seq in self.tracker.last_sent.items():
+            done[channel] = max(seq, done.get(channel, seq))
+        found = await backlog_since(user=self.user, topics=sorted(self.topics), acked=done, since=self.session_created)
+        for message in found.messages:
+            channel = message.channel.name
+            if message.seq <= self.tracker.last_sent.get(channel, -1):
+                continue
+            await self.baseline(channel, message.seq - 1)
+            if (channel, message.seq) in self.own_sent:
+                self.own_sent.discard((channel, message.seq))
+                self.tracker.mark(channel, message.seq)
+            else:
+                await self.push_message(message)
 
     async def chat_message(self, event: dict[str, Any]) -> None:
         """A live message: forward once, in seq order, filling gaps first."""
@@ -527,7 +721,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if event["origin"] == self.channel_name:
             self.own_sent.discard((channel, seq))
         else:
-            await self.push_text(event["text"], wait=False)
+            self.offer(event["text"])
 
     async def chat_event(self, event: dict[str, Any]) -> None:
         """An edit, a deletion or a receipt: forwarded as it is."""

@@ -6,12 +6,14 @@ import json
 from io import StringIO
 from typing import Any
 
+import msgspec
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+import redis
+from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from messaging.channels import user_group
+from messaging.fanout import fanout_channel
 from messaging.models import Channel, Message
 
 pytestmark = pytest.mark.django_db
@@ -109,14 +111,28 @@ def test_notify_empty_body_is_command_error(make_user: Any) -> None:
 
 
 def test_notify_delivers_after_commit(make_user: Any, django_capture_on_commit_callbacks: Any) -> None:
+    """The notice is published once, to the user's group, when the transaction commits."""
+    if not settings.REDIS_URL:
+        pytest.skip("the Redis fan-out path; the in-process one is in tests/messaging/test_fanout.py")
     alice = make_user("alice")
-    layer = get_channel_layer()
-    inbox = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(user_group(alice.pk), inbox)
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        notify("alice", "--body", "hi")
-    assert len(callbacks) == 2  # the hand-over to the notification task, and the delivery
-    event = async_to_sync(layer.receive)(inbox)
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(fanout_channel())
+    try:
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            notify("alice", "--body", "hi")
+        assert len(callbacks) == 2  # the hand-over to the notification task, and the delivery
+        assert pubsub.get_message(timeout=0.2) is None  # nothing before the commit
+        for callback in callbacks:
+            callback()
+        published = pubsub.get_message(timeout=5)
+    finally:
+        pubsub.close()
+        client.close()
+    group, _, body = published["data"].partition(b"\n")
+    assert group.decode() == user_group(alice.pk)
+    event = msgspec.json.decode(body)
     frame = json.loads(event["text"])
+    assert event["type"] == "chat.message" and event["channel"] == f"system:{alice.pk}" and event["seq"] == 1
     assert frame["type"] == "message" and frame["channel"] == f"system:{alice.pk}"
     assert frame["kind"] == "system" and frame["body"] == "hi" and frame["from"] is None and frame["seq"] == 1

@@ -5,6 +5,7 @@ import time
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import transaction
 
 from messaging import services
@@ -460,3 +461,74 @@ async def test_removed_member_stops_receiving_the_private_topic(auser):
             err = await b.request(frame)
             assert err["type"] == "error" and err["code"] == "forbidden"
         assert (await a.request({"type": "ping"}))["type"] == "pong"
+
+
+# --- dispatch ----------------------------------------------------------------------------
+
+
+async def test_events_are_dispatched_without_channels_close_old_connections_hop(auser, monkeypatch):
+    """Channels' dispatch hops to its sync thread before each event; ours does not
+    (every ORM call goes through `db()`, which closes stale connections itself)."""
+    import channels.consumer
+
+    hops = []
+
+    async def counted() -> None:
+        hops.append(1)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    ann, bob = await auser(), await auser()
+    async with ws_session(ann) as a, ws_session(bob) as b:
+        ok = await b.request({"type": "direct", "to": ann.pk, "body": "hi"})
+        assert ok["type"] == "ok"
+        (got,) = await recv_messages(a, 1)
+        assert got["body"] == "hi"
+    assert hops == []
+
+
+async def test_an_event_of_unknown_type_is_refused():
+    from realtime.consumers import SessionConsumer
+
+    consumer = SessionConsumer()
+    with pytest.raises(ValueError, match="No handler"):
+        await consumer.dispatch({"type": "no.such.event"})
+
+
+# --- the fan-out hub's subscription lost and taken again -----------------------------------
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="the Redis fan-out path")
+async def test_a_session_gets_what_was_published_while_the_hubs_subscription_was_down(auser):
+    """Pub/sub drops what is published while the hub is not subscribed: messages
+    stored but never delivered live stand for those. Once the subscription is
+    back, the session reads them from the database: its topic's, and a DM
+    channel it had never seen; then live delivery goes on without repeats."""
+    from messaging import fanout
+    from messaging.channels import dm_channel
+    from tests.messaging.test_fanout import kill_subscription
+
+    ann, bob = await auser(), await auser()
+    await seed("topic:resub", 2, bob)
+    async with ws_session(ann) as a, ws_session(bob) as b:
+        await subscribe(a, "topic:resub")
+        hub = fanout.fanout_hub()
+        before = hub.subscribed
+        assert before >= 1
+        lost = [await store_silently("topic:resub", bob, f"lost{i}") for i in range(3)]
+        await sync_to_async(services.channel_ensure)(name=dm_channel(ann.pk, bob.pk), created_by=bob)
+        dm = dm_name(ann, bob)
+        lost_dm = await store_silently(dm, bob, "lost dm")
+        await kill_subscription(hub)
+        got = await recv_messages(a, 4)
+        assert [(m["channel"], m["seq"], m["body"]) for m in got] == [
+            ("topic:resub", 3, "lost0"),
+            ("topic:resub", 4, "lost1"),
+            ("topic:resub", 5, "lost2"),
+            (dm, lost_dm, "lost dm"),
+        ]
+        assert lost == [3, 4, 5] and hub.subscribed == before + 1
+        ok = await b.request({"type": "publish", "channel": "topic:resub", "body": "live"})
+        assert ok["type"] == "ok"
+        (live,) = await recv_messages(a, 1)
+        assert (live["seq"], live["body"]) == (6, "live")
+        assert await a.nothing()

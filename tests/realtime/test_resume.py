@@ -383,12 +383,20 @@ async def test_a_client_that_stops_reading_is_closed_4409_and_loses_nothing(ause
     chat_settings(OUTBOUND_BUFFER=1)
     ann, bob, carol = await auser(), await auser(), await auser()
 
+    write_loop = SessionConsumer.write_loop
+
     async def write_two_then_stall(self):
-        # The welcome and the subscribe's `ok` go out, then the client stops
-        # reading: the outbox fills and nothing drains it.
-        for _ in range(2):
-            await self.send(text_data=await self.outbox.get())
-        await asyncio.Event().wait()
+        # Ann's welcome and subscribe `ok` go out, then her client stops
+        # reading: the outbox fills and nothing drains it. (A writer runs
+        # only while there is something to write: the others' writers,
+        # started while this is patched in, must still write.)
+        if self.user.pk != ann.pk:
+            return await write_loop(self)
+        while self.outbox and getattr(self, "written", 0) < 2:
+            self.written = getattr(self, "written", 0) + 1
+            await self.send(text_data=self.outbox.popleft())
+        if self.written == 2:
+            await asyncio.Event().wait()
 
     async with ws_session(bob) as b, ws_session(carol) as c:
         await subscribe(c, "topic:slow")
@@ -412,3 +420,38 @@ async def test_a_client_that_stops_reading_is_closed_4409_and_loses_nothing(ause
             await publish(b, "topic:slow", "m4")
             assert pairs(await recv_messages(again, 1)) == [("topic:slow", 4)]
             assert await again.nothing()
+
+
+async def test_events_piling_up_behind_a_stalled_actor_are_read_again_from_the_database(
+    auser, chat_settings, monkeypatch, settings
+):
+    """An actor stuck on a replay (its client not reading) keeps at most
+    OUTBOUND_BUFFER waiting events; past that they are replaced by one
+    catch-up from the database, and nothing is lost or sent twice."""
+    settings.REDIS_URL = ""  # the in-process hub: events reach the actor as they are published
+    chat_settings(OUTBOUND_BUFFER=3)
+    ann, bob = await auser(), await auser()
+    stalled, release = asyncio.Event(), asyncio.Event()
+    write_loop = SessionConsumer.write_loop
+
+    async def stall_during_the_replay(self):
+        if self.user.pk == ann.pk and "topic:pile" in self.topics and not release.is_set():
+            stalled.set()  # the replay has filled the outbox and waits for room
+            await release.wait()
+        return await write_loop(self)
+
+    monkeypatch.setattr(SessionConsumer, "write_loop", stall_during_the_replay)
+    async with ws_session(bob) as b:
+        for i in range(1, 7):
+            await publish(b, "topic:pile", f"old{i}")
+        async with ws_session(ann) as a:
+            await a.send({"type": "subscribe", "channel": "topic:pile", "since": 0, "ref": "s"})
+            await stalled.wait()
+            for i in range(1, 6):
+                await publish(b, "topic:pile", f"live{i}")  # ann's actor is still in its replay
+            release.set()
+            frames = [await a.recv() for _ in range(12)]
+            assert frames[6] == {"type": "ok", "ref": "s", "channel": "topic:pile", "last_seq": 6}
+            got = [(f["seq"], f["body"]) for f in frames[:6] + frames[7:]]
+            assert got == [(i, f"old{i}") for i in range(1, 7)] + [(6 + i, f"live{i}") for i in range(1, 6)]
+            assert await a.nothing()

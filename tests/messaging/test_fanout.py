@@ -1,0 +1,173 @@
+"""The fan-out hub: local membership, one PUBLISH per group send, catch-up after a lost subscription."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from messaging import fanout
+from messaging.fanout import FanoutHub, pack
+
+needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="the Redis path of the hub")
+
+
+class Recorder:
+    """A local member: what a session actor offers the hub."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.resyncs = 0
+        self.arrived = asyncio.Event()
+        self.resynced = asyncio.Event()
+
+    def hub_event(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        self.arrived.set()
+
+    def hub_resync(self) -> None:
+        self.resyncs += 1
+        self.resynced.set()
+
+
+class Broken(Recorder):
+    def hub_event(self, event: dict[str, Any]) -> None:
+        raise RuntimeError("boom")
+
+    def hub_resync(self) -> None:
+        raise RuntimeError("boom")
+
+
+async def next_event(member: Recorder) -> dict[str, Any]:
+    async with asyncio.timeout(5):
+        while not member.events:
+            member.arrived.clear()
+            await member.arrived.wait()
+    return member.events.pop(0)
+
+
+@pytest.fixture
+def in_process(settings: Any) -> None:
+    settings.REDIS_URL = ""
+
+
+async def test_in_process_hub_delivers_to_local_members_of_the_group(in_process):
+    hub = FanoutHub()
+    hub.start()
+    a, b, other = Recorder(), Recorder(), Recorder()
+    await hub.join("topic.x", a)
+    await hub.join("topic.x", b)
+    await hub.join("topic.y", other)
+    await hub.publish("topic.x", {"type": "chat.event", "text": "t1"})
+    assert a.events == b.events == [{"type": "chat.event", "text": "t1"}]
+    assert other.events == []
+    hub.leave("topic.x", a)
+    await hub.publish("topic.x", {"type": "chat.event", "text": "t2"})
+    assert [e["text"] for e in a.events] == ["t1"] and [e["text"] for e in b.events] == ["t1", "t2"]
+    hub.leave("topic.x", b)
+    assert "topic.x" not in hub.groups
+    hub.leave("topic.x", b)  # leaving twice is harmless
+    await hub.publish("topic.none", {"type": "chat.event", "text": "t3"})  # no member: nothing happens
+    await hub.stop()
+
+
+async def test_a_failing_member_does_not_starve_the_others(in_process):
+    hub = FanoutHub()
+    hub.start()
+    good = Recorder()
+    await hub.join("g", Broken())
+    await hub.join("g", good)
+    await hub.publish("g", {"type": "chat.event", "text": "t"})
+    assert good.events == [{"type": "chat.event", "text": "t"}]
+    hub.resync()
+    assert good.resyncs == 1
+
+
+async def test_publish_without_redis_uses_this_loops_hub(in_process):
+    member = Recorder()
+    await fanout.fanout_hub().join("g", member)
+    await fanout.publish("g", {"type": "chat.event", "text": "t"})
+    assert member.events == [{"type": "chat.event", "text": "t"}]
+    # From sync code running under this loop (as an admin request would).
+    await sync_to_async(fanout.publish_sync)("g", {"type": "chat.event", "text": "u"})
+    assert [e["text"] for e in member.events] == ["t", "u"]
+
+
+async def test_received_ignores_malformed_messages_and_other_groups(in_process):
+    hub = FanoutHub()
+    member = Recorder()
+    hub.ready.set()  # not started: no subscription to wait for
+    await hub.join("g", member)
+    hub.received(b"no newline at all")
+    hub.received(b"g\n{not json")
+    hub.received(pack("elsewhere", {"type": "chat.event", "text": "x"}))
+    assert member.events == []
+    hub.received(pack("g", {"type": "chat.event", "text": "ok"}))
+    assert member.events == [{"type": "chat.event", "text": "ok"}]
+
+
+@needs_redis
+async def test_one_publish_reaches_the_members_in_every_process():
+    """Two hubs stand for two server processes: one PUBLISH, each delivers to its own members."""
+    one, two = FanoutHub(), FanoutHub()
+    one.start()
+    two.start()
+    a, b = Recorder(), Recorder()
+    try:
+        await one.join("topic.multi", a)
+        await two.join("topic.multi", b)
+        await one.publish("topic.multi", {"type": "chat.message", "channel": "topic:multi", "seq": 1, "text": "m"})
+        for member in (a, b):
+            event = await next_event(member)
+            assert event == {"type": "chat.message", "channel": "topic:multi", "seq": 1, "text": "m"}
+    finally:
+        await one.stop()
+        await two.stop()
+
+
+async def kill_subscription(hub: FanoutHub) -> None:
+    """CLIENT KILL the hub's subscribing connection, as a Redis restart or a network cut would."""
+    client = aioredis.Redis.from_url(settings.REDIS_URL)
+    try:
+        mine = [c for c in await client.client_list() if c.get("name") == hub.client_name]
+        assert len(mine) == 1, mine
+        await client.client_kill_filter(_id=mine[0]["id"])
+    finally:
+        await client.aclose()
+
+
+@needs_redis
+async def test_a_lost_subscription_is_taken_again_and_members_catch_up():
+    hub = FanoutHub()
+    hub.start()
+    member = Recorder()
+    try:
+        await hub.join("g", member)
+        assert hub.subscribed == 1 and member.resyncs == 0
+        await kill_subscription(hub)
+        async with asyncio.timeout(15):
+            await member.resynced.wait()
+        assert member.resyncs == 1 and hub.subscribed == 2
+        await hub.publish("g", {"type": "chat.event", "text": "after"})
+        assert (await next_event(member))["text"] == "after"
+    finally:
+        await hub.stop()
+
+
+@needs_redis
+async def test_a_join_waits_for_the_subscription_and_gives_up_without_redis(settings, monkeypatch):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    monkeypatch.setattr(fanout, "JOIN_WAIT", 0.3)
+    monkeypatch.setattr(fanout, "RESUBSCRIBE_AFTER", 0.05)
+    hub = FanoutHub()
+    hub.start()
+    try:
+        with pytest.raises(TimeoutError):
+            await hub.join("g", Recorder())
+        assert "g" not in hub.groups
+    finally:
+        await hub.stop()
