@@ -26,6 +26,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -86,8 +87,27 @@ message_edit = db(editing.message_edit)
 message_delete = db(editing.message_delete)
 
 
+@dataclass(slots=True)
+class AckWindow:
+    """`received` frames of one channel within one ACK_INTERVAL.
+
+    The first moves the delivery cursor at once and opens the window; later
+    ones only raise `pending`, written in one move when the window ends (or
+    the session closes, or a `read` of the channel comes first)."""
+
+    name: ChannelName
+    until: float  # monotonic time the window ends
+    delivered: int  # the user's delivered_seq as this session last saw it
+    read: int
+    last_seq: int  # the channel's, at that move
+    pending: int | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
 class SessionConsumer(AsyncWebsocketConsumer):
     """One WebSocket session of one user."""
+
+    clock: Callable[[], float] = staticmethod(time.monotonic)
 
     # Not a configured layer: channels then gives the actor no channel-layer
     # channel and no receive task; live events come from the fan-out hub.
@@ -127,6 +147,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.writer: asyncio.Task[None] | None = None
         self.chores: set[asyncio.Task[None]] = set()
         self.joined: set[str] = set()
+        self.ack_windows: dict[str, AckWindow] = {}
         self.session_id = ""
         self.presence: PresenceSession | None = None
         await self.accept()
@@ -139,6 +160,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.token_expires_at: float = check.expires_at
         self.topics: set[str] = set()
         self.acked: dict[str, int] = {}
+        self.ack_interval: float = chat["ACK_INTERVAL"]
         self.own_sent: set[tuple[str, int]] = set()
         self.tracker = DeliveryTracker()
         self.bucket = TokenBucket(rate=chat["SEND_RATE"], burst=chat["SEND_BURST"])
@@ -256,6 +278,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         for group in list(self.joined):
             self.hub.leave(group, self)
         self.joined.clear()
+        if self.ack_windows:
+            await self.acks_flush()
         if self.presence is not None:
             await self.presence.leave()
         if self.session_id:
@@ -542,24 +566,81 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self.store.ack_forget(self.session_id, key)
 
     async def on_received(self, frame: frames.Received) -> None:
-        """Everything up to `seq` arrived: move the user's delivery cursor and
-        this session's resume point."""
+        """Everything up to `seq` arrived: move this session's resume point at
+        once, and the user's delivery cursor at once or, within ACK_INTERVAL
+        of the previous move of this channel, when the interval ends."""
         name = frames.channel_of(frame)
         key = str(name)
-        move = await self.move_cursor(name, delivered=frame.seq)
+        window = self.ack_windows.get(key)
+        now = self.clock()
+        if window is not None and now < window.until:
+            # Authorised by the move that opened the window; the cursor as
+            # this session knows it, raised to the frame's seq (never past the
+            # channel's last_seq as far as the session knows it).
+            window.pending = max(window.pending or 0, frame.seq)
+            last = max(window.last_seq, self.tracker.last_sent.get(key, 0))
+            delivered = max(window.delivered, min(frame.seq, last))
+            read = window.read
+            if window.timer is None:
+                window.timer = asyncio.get_running_loop().call_later(window.until - now, self.ack_due, key)
+        else:
+            move = await self.move_cursor(name, delivered=frame.seq)
+            delivered, read = move.delivered, move.read
+            if self.ack_interval > 0:
+                self.ack_windows[key] = AckWindow(name, now + self.ack_interval, delivered, read, move.last_seq)
         if frame.seq > self.acked.get(key, -1):
             self.acked[key] = frame.seq
             await self.store.ack(self.session_id, key, frame.seq)
-        await self.push(
-            frames.ok(frame.ref, channel=key, seq=self.acked[key], delivered_seq=move.delivered, read_seq=move.read)
-        )
+        await self.push(frames.ok(frame.ref, channel=key, seq=self.acked[key], delivered_seq=delivered, read_seq=read))
+
+    def ack_due(self, key: str) -> None:
+        """A window with coalesced `received` frames ended: move the cursor."""
+        window = self.ack_windows.get(key)
+        if window is not None:
+            window.timer = None
+            if not self.closing:
+                self.chore(self.ack_flush_turn(key))
+
+    async def ack_flush_turn(self, key: str) -> None:
+        async with self.turn:
+            await self.acks_flush(key)
+
+    async def acks_flush(self, key: str | None = None) -> None:
+        """Move the delivery cursor of `key` (else of every channel) to its
+        coalesced `received`, sending receipts; the window ends (a channel with
+        a move then opens the next one: one move per interval)."""
+        for channel in [key] if key is not None else list(self.ack_windows):
+            window = self.ack_windows.pop(channel, None)
+            if window is None:
+                continue
+            if window.timer is not None:
+                window.timer.cancel()
+            if window.pending is None:
+                continue
+            try:
+                move = await self.move_cursor(window.name, delivered=window.pending)
+            except ChatError:  # access lost since the window opened
+                continue
+            except Exception:
+                log.exception("session %s: coalesced ack of %s failed", self.session_id, channel)
+                continue
+            if key is not None and not self.closing:
+                self.ack_windows[channel] = AckWindow(
+                    window.name, self.clock() + self.ack_interval, move.delivered, move.read, move.last_seq
+                )
 
     async def on_read(self, frame: frames.Read) -> None:
+        """Immediate; it carries a coalesced `received` of the channel along."""
         name = frames.channel_of(frame)
-        move = await self.move_cursor(name, read=frame.seq)
+        window = self.ack_windows.get(str(name))
+        pending = window.pending if window is not None else None
+        move = await self.move_cursor(name, read=frame.seq, delivered=pending)
+        if window is not None:
+            window.pending = None
+            window.delivered, window.read, window.last_seq = move.delivered, move.read, move.last_seq
         await self.push(frames.ok(frame.ref, channel=str(name), delivered_seq=move.delivered, read_seq=move.read))
 
-    async def move_cursor(self, name: ChannelName, **seqs: int) -> Any:
+    async def move_cursor(self, name: ChannelName, **seqs: int | None) -> Any:
         """Authorise and move a cursor (forbidden / not_found), then send receipts."""
         move, receipts = await cursor_request(user=self.user, name=name, **seqs)
         if receipts:
