@@ -44,7 +44,7 @@ from messaging.wire import history_result, message_frame
 from presence.session import PresenceSession
 
 from . import frames
-from .auth import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, token_check_async
+from .auth import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, TokenCheck, token_check_async, token_user_check
 from .limits import TokenBucket
 from .sessions import DeliveryTracker, session_id_new
 from .store import session_store
@@ -68,6 +68,15 @@ def db(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return database_sync_to_async(func, thread_sensitive=False)
 
 
+def connect_reads(*, check: TokenCheck, names: list[str]) -> tuple[TokenCheck, dict[str, int]]:
+    """All a connect reads from the database, in one thread hop: the token's
+    user (4401 / 4403 when unknown or inactive) and the `last_seq` of the
+    channels it receives without subscribing."""
+    check = token_user_check(check)
+    return check, (selectors.last_seqs_named(names=names) if check.user is not None else {})
+
+
+connect_reads_async = db(connect_reads)
 direct_send = db(services.direct_send)
 message_send = db(services.message_send)
 channel_for_write = db(services.channel_for_write)
@@ -79,7 +88,6 @@ messages_between_named = db(selectors.messages_between_named)
 backlog_for_resume = db(selectors.backlog_for_resume)
 channel_seq_before = db(selectors.channel_seq_before)
 backlog_since = db(selectors.backlog_for_resume)
-last_seqs_named = db(selectors.last_seqs_named)
 cursor_request = db(cursors.cursor_request)
 cursor_join = db(cursors.cursor_join)
 channels_sync = db(cursors.channels_sync)
@@ -150,9 +158,27 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.ack_windows: dict[str, AckWindow] = {}
         self.session_id = ""
         self.presence: PresenceSession | None = None
+        # Events of the groups joined below wait in `pending` until connect is done.
+        self.outbox_limit: int = settings.CHAT["OUTBOUND_BUFFER"]
         await self.accept()
         check = self.scope["auth"]
+        try:
+            uid = int(check.user_id) if not check.close_code else 0
+        except (TypeError, ValueError):
+            check = TokenCheck(close_code=CLOSE_UNAUTHORIZED, reason="unknown user")
         if check.close_code:
+            await self.close(code=check.close_code)
+            return
+        # Its own group first: a later resume elsewhere closes this actor
+        # through it. The user's and broadcast groups before reading where
+        # their channels start (as a subscribe does); all of it in memory.
+        for group in (self.channel_name, user_group(uid), BROADCAST_GROUP):
+            await self.group_join(group)
+        auto = [str(BROADCAST), str(system_channel(uid))]
+        check, auto_seqs = await connect_reads_async(check=check, names=auto)
+        if check.close_code:
+            for group in list(self.joined):
+                await self.group_leave(group)
             await self.close(code=check.close_code)
             return
         chat = settings.CHAT
@@ -170,7 +196,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.store = session_store()
         # Frames waiting for the socket; none (not even an empty deque) while idle.
         self.outbox: deque[str] | None = None
-        self.outbox_limit: int = chat["OUTBOUND_BUFFER"]
         self.room: asyncio.Future[None] | None = None  # a replay waiting for room
 
         if not await self.store.user_enter(
@@ -178,13 +203,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         ):
             await self.close(code=CLOSE_TOO_MANY)
             return
-        # Its own group first: a later resume elsewhere closes this actor through it.
-        await self.group_join(self.channel_name)
         state = await self.session_attach()
-        for group in (user_group(self.user.pk), BROADCAST_GROUP):
-            await self.group_join(group)
         backlog = await self.session_restore(state) if state is not None else []
-        await self.baselines_auto(skip={m.channel.name for m in backlog})
+        self.baselines_auto(auto_seqs, skip={m.channel.name for m in backlog})
         await self.push(
             {
                 "type": "welcome",
@@ -211,17 +232,15 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.baseline(message.channel.name, message.seq - 1)
             await self.push_message(message)
 
-    async def baselines_auto(self, *, skip: set[str]) -> None:
-        """Where `broadcast` and the user's `system:` channel start, read once
-        after joining their groups (as a subscribe does), so that their first
-        live message is no "first sight" (which would cost each session a
-        query: ten thousand of them for one broadcast). Kept in memory only:
-        what the session is sent again on resume is still counted from its
-        creation for a channel it never acknowledged."""
-        names = [str(BROADCAST), str(system_channel(self.user.pk))]
-        wanted = [n for n in names if n not in self.acked and n not in skip]
-        if wanted:
-            for name, seq in (await last_seqs_named(names=wanted)).items():
+    def baselines_auto(self, seqs: dict[str, int], *, skip: set[str]) -> None:
+        """Where `broadcast` and the user's `system:` channel start (`seqs`,
+        read once after joining their groups, as a subscribe does), so that
+        their first live message is no "first sight" (which would cost each
+        session a query: ten thousand of them for one broadcast). Kept in
+        memory only: what the session is sent again on resume is still
+        counted from its creation for a channel it never acknowledged."""
+        for name, seq in seqs.items():
+            if name not in self.acked and name not in skip:
                 self.acked[name] = seq
                 self.tracker.mark(name, seq)
 
