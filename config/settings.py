@@ -204,6 +204,11 @@ CHAT = {
     "MAX_SUBSCRIPTIONS": env.int("CHAT_MAX_SUBSCRIPTIONS", default=500),
     # Live sessions one user may hold at once; one more is closed with 4429.
     "MAX_CONNECTIONS_PER_USER": env.int("CHAT_MAX_CONNECTIONS_PER_USER", default=20),
+    # Seconds over which one session's `received` frames of one channel are
+    # coalesced: the first moves the delivery cursor (and sends receipts) at
+    # once, later ones within the interval move it once at its end, and on
+    # close. 0: every `received` moves it at once.
+    "ACK_INTERVAL": env.float("CHAT_ACK_INTERVAL", default=1.0),
     # Frames waiting for a slow client; overflowing it closes with 4409.
     "OUTBOUND_BUFFER": env.int("CHAT_OUTBOUND_BUFFER", default=1000),
     # Presence: a session not refreshed for this many seconds (its process

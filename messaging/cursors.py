@@ -28,6 +28,7 @@ class CursorMove:
     delivered: int
     read_before: int
     read: int
+    last_seq: int = 0  # the channel's, when the cursor moved
 
     @property
     def moved(self) -> bool:
@@ -51,7 +52,7 @@ def cursor_move(
         if (new_d, new_r) != (before_d, before_r):
             cursor.delivered_seq, cursor.read_seq = new_d, new_r
             cursor.save(update_fields=["delivered_seq", "read_seq", "updated_at"])
-    return CursorMove(channel.name, before_d, new_d, before_r, new_r)
+    return CursorMove(channel.name, before_d, new_d, before_r, new_r, last)
 
 
 def cursor_join(*, user: AbstractBaseUser, channel: Channel) -> None:

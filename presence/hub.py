@@ -83,7 +83,10 @@ class PresenceHub:
         status = await self.store.status(uid, now=time.time())
         if not await self.store.announce(uid, status):
             return
-        frame = await presence_frame(user_id=uid, status=status)
+        await self.announce(uid, await presence_frame(user_id=uid, status=status))
+
+    async def announce(self, uid: int, frame: dict[str, Any] | None) -> None:
+        """Send a user's `presence` event to its watchers on every process."""
         if frame is None:
             return
         text = json.dumps(frame, separators=(",", ":"))

@@ -65,3 +65,11 @@ def presence_frame(*, user_id: int, status: str) -> dict[str, Any] | None:
     if status == "offline":
         last_seen_touch(user_id=user_id)
     return {"type": "presence", **presence_states(users=[user], statuses={user_id: status})[0]}
+
+
+def presence_enter(*, user_id: int, touch: bool, status: str | None) -> dict[str, Any] | None:
+    """A session's start in one database call: last_seen (when due) first,
+    then the `presence` event if `status` is to be announced."""
+    if touch:
+        last_seen_touch(user_id=user_id)
+    return presence_frame(user_id=user_id, status=status) if status is not None else None

@@ -18,6 +18,7 @@ from .hub import presence_hub
 presence_visible = database_sync_to_async(services.presence_visible, thread_sensitive=False)
 presence_states = database_sync_to_async(services.presence_states, thread_sensitive=False)
 last_seen_touch = database_sync_to_async(services.last_seen_touch, thread_sensitive=False)
+presence_enter = database_sync_to_async(services.presence_enter, thread_sensitive=False)
 channel_check = database_sync_to_async(channel_readable, thread_sensitive=False)
 
 
@@ -32,10 +33,16 @@ class PresenceSession:
         self.ttl: float = settings.CHAT["PRESENCE_TTL"]
 
     async def enter(self) -> None:
-        await self.store.session_set(self.user.pk, self.actor.channel_name, self.status, ttl=self.ttl)
-        # last_seen first: the `online` announced next carries it.
-        await self.activity()
-        await self.hub.changed(self.user.pk)
+        """Live in the store, then one database call at most: last_seen (once a
+        minute) first, so that the `online` announced next carries it."""
+        uid = self.user.pk
+        await self.store.session_set(uid, self.actor.channel_name, self.status, ttl=self.ttl)
+        touch = await self.store.last_seen_due(uid)
+        status = await self.store.status(uid, now=time.time())
+        changed = await self.store.announce(uid, status)
+        if touch or changed:
+            frame = await presence_enter(user_id=uid, touch=touch, status=status if changed else None)
+            await self.hub.announce(uid, frame)
 
     async def refresh(self) -> None:
         await self.store.session_set(self.user.pk, self.actor.channel_name, self.status, ttl=self.ttl)

@@ -25,29 +25,44 @@ CLOSE_FORBIDDEN = 4403
 
 @dataclass(frozen=True, slots=True)
 class TokenCheck:
-    """The outcome of checking a token: a user and expiry, or a close code."""
+    """The outcome of checking a token: a user and expiry, or a close code.
+
+    `token_decode` fills `user_id` only (no database); `token_check` and
+    `token_user_check` the `user` too."""
 
     user: Any = None
     expires_at: float = 0.0
     close_code: int = 0
     reason: str = ""
+    user_id: Any = None
 
 
-def token_check(raw: str | None) -> TokenCheck:
-    """Validate an access token and load its user (sync: touches the DB)."""
+def token_decode(raw: str | None) -> TokenCheck:
+    """Validate an access token's signature and expiry (no database)."""
     if not raw:
         return TokenCheck(close_code=CLOSE_UNAUTHORIZED, reason="no token")
     try:
         token = AccessToken(raw)
     except TokenError as exc:
         return TokenCheck(close_code=CLOSE_UNAUTHORIZED, reason=str(exc))
-    user_id = token.get(api_settings.USER_ID_CLAIM)
-    user = get_user_model().objects.filter(**{api_settings.USER_ID_FIELD: user_id}).first()
+    return TokenCheck(user_id=token.get(api_settings.USER_ID_CLAIM), expires_at=float(token["exp"]))
+
+
+def token_user_check(check: TokenCheck) -> TokenCheck:
+    """Load the user of a decoded token (sync: touches the DB)."""
+    if check.close_code:
+        return check
+    user = get_user_model().objects.filter(**{api_settings.USER_ID_FIELD: check.user_id}).first()
     if user is None:
-        return TokenCheck(close_code=CLOSE_UNAUTHORIZED, reason="unknown user")
+        return TokenCheck(close_code=CLOSE_UNAUTHORIZED, reason="unknown user", user_id=check.user_id)
     if not user.is_active:
-        return TokenCheck(close_code=CLOSE_FORBIDDEN, reason="user is inactive")
-    return TokenCheck(user=user, expires_at=float(token["exp"]))
+        return TokenCheck(close_code=CLOSE_FORBIDDEN, reason="user is inactive", user_id=check.user_id)
+    return TokenCheck(user=user, expires_at=check.expires_at, user_id=user.pk)
+
+
+def token_check(raw: str | None) -> TokenCheck:
+    """Validate an access token and load its user (sync: touches the DB)."""
+    return token_user_check(token_decode(raw))
 
 
 token_check_async = database_sync_to_async(token_check, thread_sensitive=False)
@@ -67,14 +82,18 @@ def token_from_scope(scope: dict[str, Any]) -> str | None:
 
 
 class JwtAuthMiddleware:
-    """Puts `auth` (a TokenCheck) and `user` into the WebSocket scope."""
+    """Puts `auth` (a decoded TokenCheck) into the WebSocket scope.
+
+    Only the token is checked here (no database, no thread hop): the session
+    actor loads the user in the one database call of its connect, together
+    with the rest of what a connect reads (`realtime.consumers.connect_reads`).
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        check = await token_check_async(token_from_scope(scope))
-        scope = {**scope, "auth": check, "user": check.user}
+        scope = {**scope, "auth": token_decode(token_from_scope(scope))}
         return await self.app(scope, receive, send)
 
 

@@ -26,6 +26,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -43,7 +44,7 @@ from messaging.wire import history_result, message_frame
 from presence.session import PresenceSession
 
 from . import frames
-from .auth import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, token_check_async
+from .auth import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, TokenCheck, token_check_async, token_user_check
 from .limits import TokenBucket
 from .sessions import DeliveryTracker, session_id_new
 from .store import session_store
@@ -67,6 +68,15 @@ def db(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return database_sync_to_async(func, thread_sensitive=False)
 
 
+def connect_reads(*, check: TokenCheck, names: list[str]) -> tuple[TokenCheck, dict[str, int]]:
+    """All a connect reads from the database, in one thread hop: the token's
+    user (4401 / 4403 when unknown or inactive) and the `last_seq` of the
+    channels it receives without subscribing."""
+    check = token_user_check(check)
+    return check, (selectors.last_seqs_named(names=names) if check.user is not None else {})
+
+
+connect_reads_async = db(connect_reads)
 direct_send = db(services.direct_send)
 message_send = db(services.message_send)
 channel_for_write = db(services.channel_for_write)
@@ -78,7 +88,6 @@ messages_between_named = db(selectors.messages_between_named)
 backlog_for_resume = db(selectors.backlog_for_resume)
 channel_seq_before = db(selectors.channel_seq_before)
 backlog_since = db(selectors.backlog_for_resume)
-last_seqs_named = db(selectors.last_seqs_named)
 cursor_request = db(cursors.cursor_request)
 cursor_join = db(cursors.cursor_join)
 channels_sync = db(cursors.channels_sync)
@@ -86,8 +95,27 @@ message_edit = db(editing.message_edit)
 message_delete = db(editing.message_delete)
 
 
+@dataclass(slots=True)
+class AckWindow:
+    """`received` frames of one channel within one ACK_INTERVAL.
+
+    The first moves the delivery cursor at once and opens the window; later
+    ones only raise `pending`, written in one move when the window ends (or
+    the session closes, or a `read` of the channel comes first)."""
+
+    name: ChannelName
+    until: float  # monotonic time the window ends
+    delivered: int  # the user's delivered_seq as this session last saw it
+    read: int
+    last_seq: int  # the channel's, at that move
+    pending: int | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
 class SessionConsumer(AsyncWebsocketConsumer):
     """One WebSocket session of one user."""
+
+    clock: Callable[[], float] = staticmethod(time.monotonic)
 
     # Not a configured layer: channels then gives the actor no channel-layer
     # channel and no receive task; live events come from the fan-out hub.
@@ -127,11 +155,30 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.writer: asyncio.Task[None] | None = None
         self.chores: set[asyncio.Task[None]] = set()
         self.joined: set[str] = set()
+        self.ack_windows: dict[str, AckWindow] = {}
         self.session_id = ""
         self.presence: PresenceSession | None = None
+        # Events of the groups joined below wait in `pending` until connect is done.
+        self.outbox_limit: int = settings.CHAT["OUTBOUND_BUFFER"]
         await self.accept()
         check = self.scope["auth"]
+        try:
+            uid = int(check.user_id) if not check.close_code else 0
+        except (TypeError, ValueError):
+            check = TokenCheck(close_code=CLOSE_UNAUTHORIZED, reason="unknown user")
         if check.close_code:
+            await self.close(code=check.close_code)
+            return
+        # Its own group first: a later resume elsewhere closes this actor
+        # through it. The user's and broadcast groups before reading where
+        # their channels start (as a subscribe does); all of it in memory.
+        for group in (self.channel_name, user_group(uid), BROADCAST_GROUP):
+            await self.group_join(group)
+        auto = [str(BROADCAST), str(system_channel(uid))]
+        check, auto_seqs = await connect_reads_async(check=check, names=auto)
+        if check.close_code:
+            for group in list(self.joined):
+                await self.group_leave(group)
             await self.close(code=check.close_code)
             return
         chat = settings.CHAT
@@ -139,6 +186,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.token_expires_at: float = check.expires_at
         self.topics: set[str] = set()
         self.acked: dict[str, int] = {}
+        self.ack_interval: float = chat["ACK_INTERVAL"]
         self.own_sent: set[tuple[str, int]] = set()
         self.tracker = DeliveryTracker()
         self.bucket = TokenBucket(rate=chat["SEND_RATE"], burst=chat["SEND_BURST"])
@@ -148,7 +196,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.store = session_store()
         # Frames waiting for the socket; none (not even an empty deque) while idle.
         self.outbox: deque[str] | None = None
-        self.outbox_limit: int = chat["OUTBOUND_BUFFER"]
         self.room: asyncio.Future[None] | None = None  # a replay waiting for room
 
         if not await self.store.user_enter(
@@ -156,13 +203,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         ):
             await self.close(code=CLOSE_TOO_MANY)
             return
-        # Its own group first: a later resume elsewhere closes this actor through it.
-        await self.group_join(self.channel_name)
         state = await self.session_attach()
-        for group in (user_group(self.user.pk), BROADCAST_GROUP):
-            await self.group_join(group)
         backlog = await self.session_restore(state) if state is not None else []
-        await self.baselines_auto(skip={m.channel.name for m in backlog})
+        self.baselines_auto(auto_seqs, skip={m.channel.name for m in backlog})
         await self.push(
             {
                 "type": "welcome",
@@ -189,17 +232,15 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.baseline(message.channel.name, message.seq - 1)
             await self.push_message(message)
 
-    async def baselines_auto(self, *, skip: set[str]) -> None:
-        """Where `broadcast` and the user's `system:` channel start, read once
-        after joining their groups (as a subscribe does), so that their first
-        live message is no "first sight" (which would cost each session a
-        query: ten thousand of them for one broadcast). Kept in memory only:
-        what the session is sent again on resume is still counted from its
-        creation for a channel it never acknowledged."""
-        names = [str(BROADCAST), str(system_channel(self.user.pk))]
-        wanted = [n for n in names if n not in self.acked and n not in skip]
-        if wanted:
-            for name, seq in (await last_seqs_named(names=wanted)).items():
+    def baselines_auto(self, seqs: dict[str, int], *, skip: set[str]) -> None:
+        """Where `broadcast` and the user's `system:` channel start (`seqs`,
+        read once after joining their groups, as a subscribe does), so that
+        their first live message is no "first sight" (which would cost each
+        session a query: ten thousand of them for one broadcast). Kept in
+        memory only: what the session is sent again on resume is still
+        counted from its creation for a channel it never acknowledged."""
+        for name, seq in seqs.items():
+            if name not in self.acked and name not in skip:
                 self.acked[name] = seq
                 self.tracker.mark(name, seq)
 
@@ -256,6 +297,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         for group in list(self.joined):
             self.hub.leave(group, self)
         self.joined.clear()
+        if self.ack_windows:
+            await self.acks_flush()
         if self.presence is not None:
             await self.presence.leave()
         if self.session_id:
@@ -542,24 +585,81 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self.store.ack_forget(self.session_id, key)
 
     async def on_received(self, frame: frames.Received) -> None:
-        """Everything up to `seq` arrived: move the user's delivery cursor and
-        this session's resume point."""
+        """Everything up to `seq` arrived: move this session's resume point at
+        once, and the user's delivery cursor at once or, within ACK_INTERVAL
+        of the previous move of this channel, when the interval ends."""
         name = frames.channel_of(frame)
         key = str(name)
-        move = await self.move_cursor(name, delivered=frame.seq)
+        window = self.ack_windows.get(key)
+        now = self.clock()
+        if window is not None and now < window.until:
+            # Authorised by the move that opened the window; the cursor as
+            # this session knows it, raised to the frame's seq (never past the
+            # channel's last_seq as far as the session knows it).
+            window.pending = max(window.pending or 0, frame.seq)
+            last = max(window.last_seq, self.tracker.last_sent.get(key, 0))
+            delivered = max(window.delivered, min(frame.seq, last))
+            read = window.read
+            if window.timer is None:
+                window.timer = asyncio.get_running_loop().call_later(window.until - now, self.ack_due, key)
+        else:
+            move = await self.move_cursor(name, delivered=frame.seq)
+            delivered, read = move.delivered, move.read
+            if self.ack_interval > 0:
+                self.ack_windows[key] = AckWindow(name, now + self.ack_interval, delivered, read, move.last_seq)
         if frame.seq > self.acked.get(key, -1):
             self.acked[key] = frame.seq
             await self.store.ack(self.session_id, key, frame.seq)
-        await self.push(
-            frames.ok(frame.ref, channel=key, seq=self.acked[key], delivered_seq=move.delivered, read_seq=move.read)
-        )
+        await self.push(frames.ok(frame.ref, channel=key, seq=self.acked[key], delivered_seq=delivered, read_seq=read))
+
+    def ack_due(self, key: str) -> None:
+        """A window with coalesced `received` frames ended: move the cursor."""
+        window = self.ack_windows.get(key)
+        if window is not None:
+            window.timer = None
+            if not self.closing:
+                self.chore(self.ack_flush_turn(key))
+
+    async def ack_flush_turn(self, key: str) -> None:
+        async with self.turn:
+            await self.acks_flush(key)
+
+    async def acks_flush(self, key: str | None = None) -> None:
+        """Move the delivery cursor of `key` (else of every channel) to its
+        coalesced `received`, sending receipts; the window ends (a channel with
+        a move then opens the next one: one move per interval)."""
+        for channel in [key] if key is not None else list(self.ack_windows):
+            window = self.ack_windows.pop(channel, None)
+            if window is None:
+                continue
+            if window.timer is not None:
+                window.timer.cancel()
+            if window.pending is None:
+                continue
+            try:
+                move = await self.move_cursor(window.name, delivered=window.pending)
+            except ChatError:  # access lost since the window opened
+                continue
+            except Exception:
+                log.exception("session %s: coalesced ack of %s failed", self.session_id, channel)
+                continue
+            if key is not None and not self.closing:
+                self.ack_windows[channel] = AckWindow(
+                    window.name, self.clock() + self.ack_interval, move.delivered, move.read, move.last_seq
+                )
 
     async def on_read(self, frame: frames.Read) -> None:
+        """Immediate; it carries a coalesced `received` of the channel along."""
         name = frames.channel_of(frame)
-        move = await self.move_cursor(name, read=frame.seq)
+        window = self.ack_windows.get(str(name))
+        pending = window.pending if window is not None else None
+        move = await self.move_cursor(name, read=frame.seq, delivered=pending)
+        if window is not None:
+            window.pending = None
+            window.delivered, window.read, window.last_seq = move.delivered, move.read, move.last_seq
         await self.push(frames.ok(frame.ref, channel=str(name), delivered_seq=move.delivered, read_seq=move.read))
 
-    async def move_cursor(self, name: ChannelName, **seqs: int) -> Any:
+    async def move_cursor(self, name: ChannelName, **seqs: int | None) -> Any:
         """Authorise and move a cursor (forbidden / not_found), then send receipts."""
         move, receipts = await cursor_request(user=self.user, name=name, **seqs)
         if receipts:

@@ -66,6 +66,26 @@ async def test_token_of_deleted_user_closes_4401(auser):
         assert await s.closed() == 4401
 
 
+async def test_token_whose_user_id_is_not_a_number_closes_4401():
+    """A signed token (not one of ours) naming no user id: refused without a lookup."""
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    token = AccessToken()
+    token["user_id"] = "not-a-number"
+    async with ws_session(token=str(token), expect_welcome=False) as s:
+        assert await s.closed() == 4401
+
+
+async def test_refused_user_leaves_the_groups_joined_before_the_lookup(auser):
+    """The actor joins its groups before loading the user; a refusal leaves them."""
+    from messaging.fanout import fanout_hub
+
+    banned = await auser(is_active=False)
+    async with ws_session(banned, expect_welcome=False) as s:
+        assert await s.closed() == 4403
+        assert f"user.{banned.pk}" not in fanout_hub().groups
+
+
 async def test_inactive_user_closes_4403(auser):
     banned = await auser(is_active=False)
     async with ws_session(banned, expect_welcome=False) as s:

@@ -399,3 +399,107 @@ async def test_staff_deletes_in_a_public_topic(auser):
         await ok_of(m, {"type": "delete", "id": message.pk})
         assert await b.recv() == {"type": "message.deleted", "id": message.pk, "channel": "topic:town", "seq": 1}
     assert await revisions(message.pk) == [("delete", "spam", mod.pk)]
+
+
+# --- coalesced `received` (CHAT["ACK_INTERVAL"]) ----------------------------------
+
+
+async def test_received_within_the_interval_moves_the_cursor_once_on_close(auser, chat_settings):
+    """The first `received` moves the cursor at once; later ones within the
+    interval (here never ending) only move the resume point and are written
+    in one move, the highest seq, when the session closes."""
+    chat_settings(ACK_INTERVAL=3600)
+    ann, bob = await auser(), await auser()
+    await store_dm(ann, bob, "one", "two", "three", "four")
+    dm = dm_name(ann, bob)
+    async with ws_session(ann) as a:
+        async with ws_session(bob) as b:
+            ok = await ok_of(b, {"type": "received", "channel": dm, "seq": 1})
+            assert (ok["seq"], ok["delivered_seq"]) == (1, 1)
+            assert await a.recv() == {"type": "receipt", "channel": dm, "user": ref_of(bob), "delivered_seq": 1}
+            for seq in (3, 2, 4):
+                ok = await ok_of(b, {"type": "received", "channel": dm, "seq": seq})
+            # The answer shows the session's view; the resume point moved.
+            assert (ok["seq"], ok["delivered_seq"], ok["read_seq"]) == (4, 4, 0)
+            # A seq past the channel's last_seq is not reported as delivered.
+            ok = await ok_of(b, {"type": "received", "channel": dm, "seq": 9})
+            assert (ok["seq"], ok["delivered_seq"]) == (9, 4)
+            assert await cursor(bob, dm) == (1, 0)
+        # Closing wrote the coalesced move, clamped to last_seq, and sent one receipt.
+        assert await a.recv() == {"type": "receipt", "channel": dm, "user": ref_of(bob), "delivered_seq": 4}
+        assert await a.nothing()
+    assert await cursor(bob, dm) == (4, 0)
+
+
+async def test_received_coalesced_moves_the_cursor_when_the_interval_ends(auser, chat_settings):
+    """The window ends on its own timer: the receipt comes without a close."""
+    chat_settings(ACK_INTERVAL=0.2)
+    ann, bob = await auser(), await auser()
+    await store_dm(ann, bob, "one", "two", "three")
+    dm = dm_name(ann, bob)
+    async with ws_session(ann) as a, ws_session(bob) as b:
+        await ok_of(b, {"type": "received", "channel": dm, "seq": 1})
+        assert await a.recv() == {"type": "receipt", "channel": dm, "user": ref_of(bob), "delivered_seq": 1}
+        await ok_of(b, {"type": "received", "channel": dm, "seq": 2})
+        await ok_of(b, {"type": "received", "channel": dm, "seq": 3})
+        assert await a.recv() == {"type": "receipt", "channel": dm, "user": ref_of(bob), "delivered_seq": 3}
+        assert await cursor(bob, dm) == (3, 0)
+    assert await cursor(bob, dm) == (3, 0)
+
+
+async def test_read_carries_a_coalesced_received_along(auser, chat_settings):
+    chat_settings(ACK_INTERVAL=3600)
+    ann, bob = await auser(), await auser()
+    await store_dm(ann, bob, "one", "two", "three")
+    dm = dm_name(ann, bob)
+    async with ws_session(ann) as a:
+        async with ws_session(bob) as b:
+            await ok_of(b, {"type": "received", "channel": dm, "seq": 1})
+            assert await a.recv() == {"type": "receipt", "channel": dm, "user": ref_of(bob), "delivered_seq": 1}
+            await ok_of(b, {"type": "received", "channel": dm, "seq": 3})
+            ok = await ok_of(b, {"type": "read", "channel": dm, "seq": 2})
+            assert (ok["delivered_seq"], ok["read_seq"]) == (3, 2)
+            assert await a.recv() == {
+                "type": "receipt",
+                "channel": dm,
+                "user": ref_of(bob),
+                "delivered_seq": 3,
+                "read_seq": 2,
+            }
+            assert await cursor(bob, dm) == (3, 2)
+        # Nothing was left to write on close: no second receipt.
+        assert await a.nothing()
+
+
+async def test_received_with_no_interval_moves_the_cursor_every_time(auser, chat_settings):
+    chat_settings(ACK_INTERVAL=0)
+    ann, bob = await auser(), await auser()
+    await store_dm(ann, bob, "one", "two")
+    dm = dm_name(ann, bob)
+    async with ws_session(ann) as a, ws_session(bob) as b:
+        for seq in (1, 2):
+            await ok_of(b, {"type": "received", "channel": dm, "seq": seq})
+            assert await a.recv() == {"type": "receipt", "channel": dm, "user": ref_of(bob), "delivered_seq": seq}
+            assert await cursor(bob, dm) == (seq, 0)
+
+
+async def test_a_coalesced_received_of_a_channel_no_longer_readable_is_dropped(auser, chat_settings):
+    """Access lost within the window: the move at close is refused and skipped."""
+    chat_settings(ACK_INTERVAL=3600)
+    ann, bob = await auser(), await auser()
+    await sync_to_async(services.topic_create)(user=ann, name="priv", private=True)
+    await sync_to_async(services.topic_member_add)(by=ann, name="priv", user_ref=bob.pk)
+    await store_topic(ann, "priv", "one", "two")
+    async with ws_session(ann) as a:
+        async with ws_session(bob) as b:
+            await ok_of(b, {"type": "received", "channel": "topic:priv", "seq": 1})
+            assert await a.recv() == {
+                "type": "receipt",
+                "channel": "topic:priv",
+                "user": ref_of(bob),
+                "delivered_seq": 1,
+            }
+            await ok_of(b, {"type": "received", "channel": "topic:priv", "seq": 2})
+            await sync_to_async(services.topic_member_remove)(by=ann, name="priv", user_ref=bob.pk)
+        assert await a.nothing()
+    assert await cursor(bob, "topic:priv") == (1, 0)

@@ -1,0 +1,57 @@
+# ruff: noqa: F811  (the suite's fixtures are imported, then requested by name)
+"""Server CPU of one connect and of one `received`, in process (issue 7).
+
+Drives the real ASGI application through `WebsocketCommunicator` on the
+real PostgreSQL and Redis, and reads the process CPU time (all threads,
+the test client's share included) around many operations. Not part of the
+suite (it borrows the suite's fixtures); run it as:
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/<db> REDIS_URL=redis://127.0.0.1:6379/<n> \\
+    DEBUG=0 CONN_MAX_AGE=60 SECRET_KEY=x ENV_FILE=/nonexistent CHAT_AUTH_RATE=100000/minute \\
+    .venv/bin/python -m pytest benchmarks/micro_cpu.py -q -s -p no:cacheprovider --no-cov
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from messaging import services
+from tests.conftest import auser, chat_settings, fast_passwords, make_user, token_for, ws_session  # noqa: F401
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
+
+CONNECTS = 600
+ACKS = 400
+
+
+async def test_cpu_per_connect(auser):
+    """Connect (welcome read) and disconnect, cycling over 50 users."""
+    tokens = [token_for(await auser()) for _ in range(50)]
+    async with ws_session(token=tokens[0]):
+        pass
+    cpu, wall = time.process_time(), time.perf_counter()
+    for i in range(CONNECTS):
+        async with ws_session(token=tokens[i % len(tokens)]):
+            pass
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    print(f"\nCPU per connect+disconnect: {cpu / CONNECTS * 1000:.2f} ms; wall {wall / CONNECTS * 1000:.2f} ms")
+
+
+@pytest.mark.parametrize("interval", [0, 1.0])
+async def test_cpu_per_received(auser, chat_settings, interval):
+    """One session acknowledging a DM as fast as it can (the cursor moves 20 times)."""
+    chat_settings(ACK_INTERVAL=interval)
+    ann, bob = await auser(), await auser()
+    for i in range(20):
+        await sync_to_async(services.direct_send)(sender=ann, to=bob.pk, body=f"m{i}")
+    lo, hi = sorted((ann.pk, bob.pk))
+    dm = f"dm:{lo}:{hi}"
+    async with ws_session(ann), ws_session(bob) as b:
+        cpu = time.process_time()
+        for i in range(ACKS):
+            await b.request({"type": "received", "channel": dm, "seq": 1 + i * 19 // ACKS})
+        cpu = time.process_time() - cpu
+    print(f"\nACK_INTERVAL={interval}: CPU per received {cpu / ACKS * 1000:.3f} ms")
