@@ -13,7 +13,7 @@ common case (the next `seq` of a channel with a baseline, an edit, a
 receipt) is handled right in the hub's call, without a task switch.
 
 Everything it sends goes through a bounded outbox drained by one writer
-task, so a client that stops reading costs at most `OUTBOUND_BUFFER` frames
+(run in the queuing call, a task only while the socket makes it wait), so a client that stops reading costs at most `OUTBOUND_BUFFER` frames
 before it is closed with 4409 (its session stays resumable).
 """
 
