@@ -33,6 +33,15 @@ return 1
 """
 
 
+def _sessions(raw: dict[bytes, bytes]) -> dict[str, tuple[str, float]]:
+    """A user's `s:<uid>` hash as `presence_aggregate` takes it."""
+    sessions = {}
+    for actor, value in raw.items():
+        status, _, expires = value.decode().partition("|")
+        sessions[actor.decode()] = (status, float(expires))
+    return sessions
+
+
 class RedisPresenceStore:
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
@@ -52,6 +61,19 @@ class RedisPresenceStore:
             # the aggregate (online -> away); a reconnect just finds it unchanged.
             await pipe.execute()
 
+    async def enter(self, uid: int, actor: str, status: str, *, ttl: float, now: float) -> tuple[bool, str]:
+        """A session's start in one round trip: `session_set`, then whether
+        last_seen is due (`last_seen_due`) and the user's status (`status`)."""
+        expires = now + ttl
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(f"{self.p}:s:{uid}", actor, f"{status}|{expires}")
+            pipe.zadd(f"{self.p}:due", {f"{uid}|{actor}": expires})
+            pipe.set(f"{self.p}:ls:{uid}", 1, nx=True, ex=60)
+            pipe.hgetall(f"{self.p}:s:{uid}")
+            pipe.exists(f"{self.p}:d:{uid}")
+            _, _, due, raw, dnd = await pipe.execute()
+        return bool(due), rules.presence_aggregate(sessions=_sessions(raw), dnd=bool(dnd), now=now)
+
     async def session_drop(self, uid: int, actor: str, *, grace: float) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(f"{self.p}:s:{uid}", actor)
@@ -70,11 +92,7 @@ class RedisPresenceStore:
             pipe.hgetall(f"{self.p}:s:{uid}")
             pipe.exists(f"{self.p}:d:{uid}")
             raw, dnd = await pipe.execute()
-        sessions = {}
-        for actor, value in raw.items():
-            status, _, expires = value.decode().partition("|")
-            sessions[actor.decode()] = (status, float(expires))
-        return rules.presence_aggregate(sessions=sessions, dnd=bool(dnd), now=now)
+        return rules.presence_aggregate(sessions=_sessions(raw), dnd=bool(dnd), now=now)
 
     async def statuses(self, uids: list[int], *, now: float) -> dict[int, str]:
         return {uid: await self.status(uid, now=now) for uid in uids}
@@ -145,6 +163,10 @@ class MemoryPresenceStore:
 
     async def session_set(self, uid: int, actor: str, status: str, *, ttl: float) -> None:
         self.sessions.setdefault(uid, {})[actor] = (status, time.time() + ttl)
+
+    async def enter(self, uid: int, actor: str, status: str, *, ttl: float, now: float) -> tuple[bool, str]:
+        self.sessions.setdefault(uid, {})[actor] = (status, now + ttl)
+        return await self.last_seen_due(uid), await self.status(uid, now=now)
 
     async def session_drop(self, uid: int, actor: str, *, grace: float) -> None:
         self.sessions.get(uid, {}).pop(actor, None)
