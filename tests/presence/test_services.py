@@ -47,7 +47,9 @@ def test_a_user_deleted_before_the_enter_gets_no_frame_and_no_row(ann, bob, caro
     gone_touched.delete()
     gone_untouched.delete()
     gone_touched.pk, gone_untouched.pk = bob_id, carol_id  # as the session's user object still has it
-    frames = presence_enter_many([(gone_touched, True, "online"), (ann, True, "online"), (gone_untouched, False, "online")])
+    frames = presence_enter_many(
+        [(gone_touched, True, "online"), (ann, True, "online"), (gone_untouched, False, "online")]
+    )
     assert frames[0] is None and frames[2] is None
     assert frames[1]["user"] == user_ref(ann)
     assert set(LastSeen.objects.values_list("user_id", flat=True)) == {ann.pk}
