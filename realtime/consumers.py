@@ -206,12 +206,18 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.outbox: deque[str] | None = None
         self.room: asyncio.Future[None] | None = None  # a replay waiting for room
 
-        if not await self.store.user_enter(
-            self.user.pk, self.channel_name, limit=chat["MAX_CONNECTIONS_PER_USER"], ttl=self.live_ttl
-        ):
+        limit = chat["MAX_CONNECTIONS_PER_USER"]
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        requested = (query.get("session") or [""])[0]
+        if requested:
+            admitted = await self.store.user_enter(self.user.pk, self.channel_name, limit=limit, ttl=self.live_ttl)
+            state = await self.session_attach(requested) if admitted else None
+        else:
+            # The common case: a new session, admitted and stored in one round trip.
+            admitted, state = await self.session_start(limit=limit), None
+        if not admitted:
             await self.close(code=CLOSE_TOO_MANY)
             return
-        state = await self.session_attach()
         backlog = await self.session_restore(state) if state is not None else []
         self.baselines_auto(auto_seqs, skip={m.channel.name for m in backlog})
         await self.push(
@@ -274,18 +280,29 @@ class SessionConsumer(AsyncWebsocketConsumer):
         """How long state of a live session is kept without a refresh."""
         return self.resume_window + 3 * self.heartbeat
 
-    async def session_attach(self) -> Any:
-        """Resume `?session=` if it is this user's and not expired, else start one.
+    async def session_start(self, *, limit: int) -> bool:
+        """A new session: admitted under the user's connection limit and
+        stored, in one store call. False (nothing stored) when over the limit."""
+        self.session_id = session_id_new()
+        self.session_created: float = time.time()
+        admitted = await self.store.enter_create(
+            self.session_id, user_id=self.user.pk, owner=self.channel_name, limit=limit, ttl=self.live_ttl
+        )
+        if not admitted:
+            self.session_id = ""  # nothing to release on disconnect
+        return admitted
+
+    async def session_attach(self, requested: str) -> Any:
+        """Resume session `requested` if it is this user's and not expired,
+        else start one (the user is admitted already).
 
         Returns the resumed state or None. An actor that still holds the
         resumed session elsewhere is told to close.
         """
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
-        requested = (query.get("session") or [""])[0]
-        state = await self.store.load(requested) if requested else None
+        state = await self.store.load(requested)
         if state is not None and state.user_id == self.user.pk:
             self.session_id = requested
-            self.session_created: float = state.created
+            self.session_created = state.created
             previous = await self.store.claim(requested, owner=self.channel_name, ttl=self.live_ttl)
             if previous and previous != self.channel_name:
                 await fanout.publish(previous, {"type": "session.close", "code": CLOSE_TAKEN_OVER})
