@@ -21,6 +21,7 @@ from typing import Any
 
 from django.conf import settings
 
+from realtime.batching import LoopBatcher
 from realtime.redis_clients import LoopRedis
 
 from . import rules
@@ -47,6 +48,9 @@ class RedisPresenceStore:
         self.url = url
         self.p = f"{prefix}:p"
         self._redis = LoopRedis(url, max_connections=256)
+        # The sessions of a connect burst: one pipeline each, not a round trip per session.
+        self._entering = LoopBatcher(self._enter_many, in_thread=False)
+        self._announcing = LoopBatcher(self._announce_many, in_thread=False)
 
     @property
     def redis(self) -> Any:
@@ -62,17 +66,26 @@ class RedisPresenceStore:
             await pipe.execute()
 
     async def enter(self, uid: int, actor: str, status: str, *, ttl: float, now: float) -> tuple[bool, str]:
-        """A session's start in one round trip: `session_set`, then whether
-        last_seen is due (`last_seen_due`) and the user's status (`status`)."""
-        expires = now + ttl
+        """A session's start: `session_set`, then whether last_seen is due
+        (`last_seen_due`) and the user's status (`status`). One transaction
+        for the sessions that start at the same moment (one round trip)."""
+        return await self._entering.submit((uid, actor, status, ttl, now))
+
+    async def _enter_many(self, items: list[tuple[int, str, str, float, float]]) -> list[tuple[bool, str]]:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(f"{self.p}:s:{uid}", actor, f"{status}|{expires}")
-            pipe.zadd(f"{self.p}:due", {f"{uid}|{actor}": expires})
-            pipe.set(f"{self.p}:ls:{uid}", 1, nx=True, ex=60)
-            pipe.hgetall(f"{self.p}:s:{uid}")
-            pipe.exists(f"{self.p}:d:{uid}")
-            _, _, due, raw, dnd = await pipe.execute()
-        return bool(due), rules.presence_aggregate(sessions=_sessions(raw), dnd=bool(dnd), now=now)
+            for uid, actor, status, ttl, now in items:
+                expires = now + ttl
+                pipe.hset(f"{self.p}:s:{uid}", actor, f"{status}|{expires}")
+                pipe.zadd(f"{self.p}:due", {f"{uid}|{actor}": expires})
+                pipe.set(f"{self.p}:ls:{uid}", 1, nx=True, ex=60)
+                pipe.hgetall(f"{self.p}:s:{uid}")
+                pipe.exists(f"{self.p}:d:{uid}")
+            results = await pipe.execute()
+        out = []
+        for i, (_, _, _, _, now) in enumerate(items):
+            _, _, due, raw, dnd = results[5 * i : 5 * i + 5]
+            out.append((bool(due), rules.presence_aggregate(sessions=_sessions(raw), dnd=bool(dnd), now=now)))
+        return out
 
     async def session_drop(self, uid: int, actor: str, *, grace: float) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -98,8 +111,16 @@ class RedisPresenceStore:
         return {uid: await self.status(uid, now=now) for uid in uids}
 
     async def announce(self, uid: int, status: str) -> bool:
-        """Record the announced status; True when it differs from the last one."""
-        return bool(await self.redis.eval(_ANNOUNCE, 1, f"{self.p}:last", uid, status))
+        """Record the announced status; True when it differs from the last one.
+        Those of the same moment share one pipeline."""
+        return await self._announcing.submit((uid, status))
+
+    async def _announce_many(self, items: list[tuple[int, str]]) -> list[bool | BaseException]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for uid, status in items:
+                pipe.eval(_ANNOUNCE, 1, f"{self.p}:last", uid, status)
+            results = await pipe.execute(raise_on_error=False)
+        return [r if isinstance(r, BaseException) else bool(r) for r in results]
 
     async def sweep(self, *, now: float) -> set[int]:
         """Users whose expired sessions or grace periods this process takes over."""

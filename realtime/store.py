@@ -18,6 +18,7 @@ from typing import Protocol
 
 from django.conf import settings
 
+from .batching import LoopBatcher
 from .redis_clients import LoopRedis
 
 
@@ -96,6 +97,8 @@ class RedisSessionStore:
         self.url = url
         self.prefix = prefix
         self._redis = LoopRedis(url, max_connections=512)
+        # The new sessions of a connect burst: one pipeline, not a round trip each.
+        self._entering = LoopBatcher(self._enter_create_many, in_thread=False)
 
     @property
     def redis(self):  # type: ignore[no-untyped-def]
@@ -162,24 +165,22 @@ class RedisSessionStore:
         await self.redis.zrem(self._u(user_id), sid)
 
     async def enter_create(self, sid: str, *, user_id: int, owner: str, limit: int, ttl: float) -> bool:
-        """`user_enter(user_id, owner)` and, if admitted, `create(sid)`, in one
-        round trip (one script: nothing is created for a refused session)."""
+        """`user_enter(user_id, owner)` and, if admitted, `create(sid)`: one
+        script (nothing is created for a refused session), run in one
+        pipeline with those of the other connects of the moment."""
+        return await self._entering.submit((sid, user_id, owner, limit, ttl))
+
+    async def _enter_create_many(self, items: list[tuple[str, int, str, int, float]]) -> list[bool | BaseException]:
         now = time.time()
-        admitted = await self.redis.eval(
-            _ENTER_CREATE,
-            2,
-            self._u(user_id),
-            self._s(sid),
-            owner,
-            limit,
-            now,
-            now + ttl,
-            int(ttl * 1000) + 1000,
-            user_id,
-            repr(now),
-            int(ttl * 1000),
-        )
-        return bool(admitted)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid, user_id, owner, limit, ttl in items:
+                ms = int(ttl * 1000)
+                pipe.eval(
+                    _ENTER_CREATE, 2, self._u(user_id), self._s(sid), owner, limit, now, now + ttl, ms + 1000,
+                    user_id, repr(now), ms,
+                )  # fmt: skip
+            results = await pipe.execute(raise_on_error=False)
+        return [r if isinstance(r, BaseException) else bool(r) for r in results]
 
 
 # --- In memory (embedded default, one process) ---------------------------------------

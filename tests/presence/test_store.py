@@ -3,6 +3,7 @@
 Times are passed in (`now=`) where the store takes them, so nothing sleeps.
 """
 
+import asyncio
 import itertools
 import time
 import uuid
@@ -253,3 +254,18 @@ async def test_enter_of_a_user_who_chose_dnd_is_dnd(store):
     uid = uid_new()
     await store.dnd_set(uid, True)
     assert await store.enter(uid, "actor-a", ONLINE, ttl=LONG, now=time.time()) == (True, DND)
+
+
+async def test_enters_and_announces_of_the_same_moment_each_get_their_own_answer(store):
+    """(The Redis store runs them in one pipeline each.)"""
+    ann, bob = uid_new(), uid_new()
+    await store.dnd_set(bob, True)
+    now = time.time()
+    entered = await asyncio.gather(
+        store.enter(ann, "actor-a", AWAY, ttl=LONG, now=now),
+        store.enter(bob, "actor-a", ONLINE, ttl=LONG, now=now),
+        store.enter(ann, "actor-b", AWAY, ttl=LONG, now=now),
+    )
+    assert entered == [(True, AWAY), (True, DND), (False, AWAY)]
+    announced = await asyncio.gather(store.announce(ann, AWAY), store.announce(bob, DND), store.announce(ann, AWAY))
+    assert announced == [True, True, False]

@@ -225,3 +225,13 @@ async def test_a_session_from_enter_create_expires_after_its_ttl(store):
     assert await store.load(sid) is None
     # The user's entry expired with it: its place is free.
     assert await store.user_enter(9, "actor-b", limit=1, ttl=LONG)
+
+
+async def test_enter_creates_of_the_same_moment_each_get_their_own_answer(store):
+    """(The Redis store runs them in one pipeline.) The limit counts in order."""
+    sids = [sid_new() for _ in range(3)]
+    admitted = await asyncio.gather(
+        *(store.enter_create(sid, user_id=10, owner=f"actor-{i}", limit=2, ttl=LONG) for i, sid in enumerate(sids))
+    )
+    assert admitted == [True, True, False]
+    assert [await store.load(sid) is not None for sid in sids] == [True, True, False]
