@@ -15,6 +15,7 @@ from channels.db import database_sync_to_async
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from rest_framework_simplejwt import state
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
@@ -37,12 +38,21 @@ class TokenCheck:
     user_id: Any = None
 
 
+class _AccessToken(AccessToken):
+    """simplejwt's AccessToken, verified the same way, without looking its
+    backend up by import path for every token (a tenth of a connect's CPU)."""
+
+    @property
+    def token_backend(self) -> Any:
+        return state.token_backend
+
+
 def token_decode(raw: str | None) -> TokenCheck:
     """Validate an access token's signature and expiry (no database)."""
     if not raw:
         return TokenCheck(close_code=CLOSE_UNAUTHORIZED, reason="no token")
     try:
-        token = AccessToken(raw)
+        token = _AccessToken(raw)
     except TokenError as exc:
         return TokenCheck(close_code=CLOSE_UNAUTHORIZED, reason=str(exc))
     return TokenCheck(user_id=token.get(api_settings.USER_ID_CLAIM), expires_at=float(token["exp"]))
