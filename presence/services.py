@@ -85,11 +85,13 @@ def presence_enter_many(items: list[EnterItem]) -> list[dict[str, Any] | None]:
     if touched:
         # One statement: no get-then-write transaction per user.
         with connection.cursor() as cursor:
+            # Plain SQL that PostgreSQL and the embedded SQLite both run.
             cursor.execute(
                 f"INSERT INTO {LastSeen._meta.db_table} (user_id, at) "
-                f"SELECT {user_table.pk.column}, %s FROM {user_table.db_table} WHERE {user_table.pk.column} = ANY(%s) "
+                f"SELECT {user_table.pk.column}, %s FROM {user_table.db_table} "
+                f"WHERE {user_table.pk.column} IN ({', '.join(['%s'] * len(touched))}) "
                 "ON CONFLICT (user_id) DO UPDATE SET at = EXCLUDED.at RETURNING user_id",
-                [now, touched],
+                [now, *touched],
             )
             exists.update((uid, now) for (uid,) in cursor.fetchall())
     untouched = sorted({user.pk for user, touch, status in items if status is not None and not touch})
