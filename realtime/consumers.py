@@ -13,8 +13,9 @@ common case (the next `seq` of a channel with a baseline, an edit, a
 receipt) is handled right in the hub's call, without a task switch.
 
 Everything it sends goes through a bounded outbox drained by one writer
-(run in the queuing call, a task only while the socket makes it wait), so a client that stops reading costs at most `OUTBOUND_BUFFER` frames
-before it is closed with 4409 (its session stays resumable).
+(run in the queuing call, a task only while the socket makes it wait), so
+a client that stops reading costs at most `OUTBOUND_BUFFER` frames before
+it is closed with 4409 (its session stays resumable).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from messaging.wire import history_result, message_frame
 from presence.session import PresenceSession
 
 from . import frames
-from .auth import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, TokenCheck, token_check_async, token_user_check
+from .auth import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, TokenCheck, token_check_async, token_users_check
+from .batching import LoopBatcher
 from .eager import run_eagerly
 from .limits import TokenBucket
 from .sessions import DeliveryTracker, session_id_new
@@ -69,15 +71,22 @@ def db(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return database_sync_to_async(func, thread_sensitive=False)
 
 
-def connect_reads(*, check: TokenCheck, names: list[str]) -> tuple[TokenCheck, dict[str, int]]:
-    """All a connect reads from the database, in one thread hop: the token's
+def connect_reads_many(items: list[tuple[TokenCheck, list[str]]]) -> list[tuple[TokenCheck, dict[str, int]]]:
+    """All the connects of a burst read from the database, in one thread hop
+    and two queries: for each (decoded token, channel names), the token's
     user (4401 / 4403 when unknown or inactive) and the `last_seq` of the
     channels it receives without subscribing."""
-    check = token_user_check(check)
-    return check, (selectors.last_seqs_named(names=names) if check.user is not None else {})
+    checks = token_users_check([check for check, _ in items])
+    names = sorted({name for check, (_, wanted) in zip(checks, items, strict=True) if check.user for name in wanted})
+    seqs = selectors.last_seqs_named(names=names) if names else {}
+    return [
+        (check, {name: seqs[name] for name in wanted} if check.user is not None else {})
+        for check, (_, wanted) in zip(checks, items, strict=True)
+    ]
 
 
-connect_reads_async = db(connect_reads)
+# The connects of a moment share one call (`realtime.batching`).
+connect_reads = LoopBatcher(connect_reads_many)
 direct_send = db(services.direct_send)
 message_send = db(services.message_send)
 channel_for_write = db(services.channel_for_write)
@@ -176,7 +185,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         for group in (self.channel_name, user_group(uid), BROADCAST_GROUP):
             await self.group_join(group)
         auto = [str(BROADCAST), str(system_channel(uid))]
-        check, auto_seqs = await connect_reads_async(check=check, names=auto)
+        check, auto_seqs = await connect_reads.submit((check, auto))
         if check.close_code:
             for group in list(self.joined):
                 await self.group_leave(group)
@@ -199,12 +208,18 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.outbox: deque[str] | None = None
         self.room: asyncio.Future[None] | None = None  # a replay waiting for room
 
-        if not await self.store.user_enter(
-            self.user.pk, self.channel_name, limit=chat["MAX_CONNECTIONS_PER_USER"], ttl=self.live_ttl
-        ):
+        limit = chat["MAX_CONNECTIONS_PER_USER"]
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        requested = (query.get("session") or [""])[0]
+        if requested:
+            admitted = await self.store.user_enter(self.user.pk, self.channel_name, limit=limit, ttl=self.live_ttl)
+            state = await self.session_attach(requested) if admitted else None
+        else:
+            # The common case: a new session, admitted and stored in one round trip.
+            admitted, state = await self.session_start(limit=limit), None
+        if not admitted:
             await self.close(code=CLOSE_TOO_MANY)
             return
-        state = await self.session_attach()
         backlog = await self.session_restore(state) if state is not None else []
         self.baselines_auto(auto_seqs, skip={m.channel.name for m in backlog})
         await self.push(
@@ -267,18 +282,29 @@ class SessionConsumer(AsyncWebsocketConsumer):
         """How long state of a live session is kept without a refresh."""
         return self.resume_window + 3 * self.heartbeat
 
-    async def session_attach(self) -> Any:
-        """Resume `?session=` if it is this user's and not expired, else start one.
+    async def session_start(self, *, limit: int) -> bool:
+        """A new session: admitted under the user's connection limit and
+        stored, in one store call. False (nothing stored) when over the limit."""
+        self.session_id = session_id_new()
+        self.session_created: float = time.time()
+        admitted = await self.store.enter_create(
+            self.session_id, user_id=self.user.pk, owner=self.channel_name, limit=limit, ttl=self.live_ttl
+        )
+        if not admitted:
+            self.session_id = ""  # nothing to release on disconnect
+        return admitted
+
+    async def session_attach(self, requested: str) -> Any:
+        """Resume session `requested` if it is this user's and not expired,
+        else start one (the user is admitted already).
 
         Returns the resumed state or None. An actor that still holds the
         resumed session elsewhere is told to close.
         """
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
-        requested = (query.get("session") or [""])[0]
-        state = await self.store.load(requested) if requested else None
+        state = await self.store.load(requested)
         if state is not None and state.user_id == self.user.pk:
             self.session_id = requested
-            self.session_created: float = state.created
+            self.session_created = state.created
             previous = await self.store.claim(requested, owner=self.channel_name, ttl=self.live_ttl)
             if previous and previous != self.channel_name:
                 await fanout.publish(previous, {"type": "session.close", "code": CLOSE_TAKEN_OVER})
