@@ -131,11 +131,37 @@ def _seq_take(channel_id: int, count: int = 1) -> int:
     return row[0]
 
 
-def _store(items: list[_Item]) -> list[tuple[Message, bool]]:
-    """Store `items` in one transaction: one seq UPDATE per channel, one INSERT.
+def _seqs_take(counts: Counter[int]) -> dict[int, int]:
+    """`_seq_take` for several channels: {channel id: its new last_seq}.
 
-    Channels are locked in id order, so two processes' batches that share
-    channels wait for each other instead of deadlocking. A client_id seen
+    The rows are locked in id order, so two batches sharing channels wait
+    for each other instead of deadlocking. On PostgreSQL that is one
+    `SELECT ... ORDER BY id FOR UPDATE` and one `UPDATE ... FROM unnest(...)`
+    whatever the number of channels; elsewhere (SQLite, which locks the
+    whole database per transaction anyway) one UPDATE per channel.
+    """
+    ids = sorted(counts)
+    if len(ids) == 1 or connection.vendor != "postgresql":
+        return {channel_id: _seq_take(channel_id, counts[channel_id]) for channel_id in ids}
+    table = Channel._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [ids])
+        cursor.execute(
+            f"UPDATE {table} AS c SET last_seq = c.last_seq + v.n"
+            " FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, n)"
+            " WHERE c.id = v.id RETURNING c.id, c.last_seq",
+            [ids, [counts[channel_id] for channel_id in ids]],
+        )
+        last = dict(cursor.fetchall())
+    if gone := [channel_id for channel_id in ids if channel_id not in last]:
+        raise NotFound(f"channel {gone[0]} no longer exists")
+    return last
+
+
+def _store(items: list[_Item]) -> list[tuple[Message, bool]]:
+    """Store `items` in one transaction: the seqs of every channel, then one INSERT.
+
+    A client_id seen
     from the same sender within the idempotency window (before, under the
     locks, or earlier in this batch) stores nothing and answers with the
     first message. Raises if anything fails: nothing of the batch is stored.
@@ -157,7 +183,7 @@ def _store(items: list[_Item]) -> list[tuple[Message, bool]]:
             todo.append(index)
     with transaction.atomic():
         counts = Counter(items[i].channel.pk for i in todo)
-        last = {channel_id: _seq_take(channel_id, counts[channel_id]) for channel_id in sorted(counts)}
+        last = _seqs_take(counts)
         if first:
             # Re-check under the row locks: a retry racing the first send to
             # the same channel waited for its commit and sees it now.
