@@ -128,3 +128,26 @@ async def test_cpu_per_fanout_publish(together):
     finally:
         await hub.stop()
     print(f"\n{together} per turn: CPU per publish {cpu / PUBLISHES * 1000:.3f} ms")
+
+
+HANDOVERS = 300
+
+
+def test_cpu_per_notification_handover(settings):
+    """One `task_schedule(messages_notify, ids)`: what each stored batch (before
+    the batching: each stored message) costs on the send path. The runner is
+    what the server uses with `REDIS_URL` (a Celery publish to the broker)."""
+    from kombu import Connection
+
+    from notifications import tasks as ntasks
+    from notifications.runner import task_schedule
+
+    settings.NOTIFICATIONS = {**settings.NOTIFICATIONS, "RUNNER": "celery", "QUEUE": "micro-cpu-handover"}
+    task_schedule(ntasks.messages_notify, [0])  # the broker connection is made
+    cpu = time.process_time()
+    for i in range(HANDOVERS):
+        task_schedule(ntasks.messages_notify, [i])
+    cpu = time.process_time() - cpu
+    with Connection(settings.CELERY_BROKER_URL) as broker:  # nobody consumes the queue: drop it
+        broker.default_channel.queue_purge("micro-cpu-handover")
+    print(f"\nCPU per notification hand-over (Celery publish): {cpu / HANDOVERS * 1000:.3f} ms")
