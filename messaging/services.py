@@ -161,10 +161,10 @@ def _seqs_take(counts: Counter[int]) -> dict[int, int]:
 def _store(items: list[_Item]) -> list[tuple[Message, bool]]:
     """Store `items` in one transaction: the seqs of every channel, then one INSERT.
 
-    A client_id seen
-    from the same sender within the idempotency window (before, under the
-    locks, or earlier in this batch) stores nothing and answers with the
-    first message. Raises if anything fails: nothing of the batch is stored.
+    A client_id seen from the same sender within the idempotency window
+    (before, under the locks, or earlier in this batch) stores nothing and
+    answers with the first message. Raises if anything fails: nothing of the
+    batch is stored.
     """
     outcomes: list[tuple[Message, bool] | None] = [None] * len(items)
     seen = _recent_duplicates({key for item in items if (key := item.key)})
@@ -181,6 +181,8 @@ def _store(items: list[_Item]) -> list[tuple[Message, bool]]:
             if key is not None:
                 first[key] = index
             todo.append(index)
+    if not todo:  # only retries of stored messages: nothing to lock
+        return outcomes
     with transaction.atomic():
         counts = Counter(items[i].channel.pk for i in todo)
         last = _seqs_take(counts)

@@ -149,6 +149,11 @@ def test_a_duplicate_client_id_across_batches_answers_with_the_first(make_user: 
     assert (again.pk, again.body, created) == (first.pk, "first", False)
     assert (new.seq, created_new) == (2, True)
     assert Channel.objects.get(name=str(dm_channel(ann.pk, bob.pk))).last_seq == 2
+    # A batch of retries only: answered from the first look, no transaction.
+    with CaptureQueriesContext(connection) as queries:
+        [(retry, created)] = messages_send([SendRequest(ann, "x", client_id="once", to=bob.pk)])
+    assert (retry.pk, created) == (first.pk, False)
+    assert not [q for q in queries if "UPDATE" in q["sql"] or "INSERT" in q["sql"]]
 
 
 def test_a_failing_item_fails_alone_and_the_batch_is_stored_without_it(make_user: Any) -> None:

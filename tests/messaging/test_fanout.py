@@ -214,3 +214,24 @@ async def test_a_failed_pipeline_fails_its_publishers_and_the_next_one_is_sent()
         assert hub.outgoing == [] and not hub.sending
     finally:
         await hub.stop()
+
+
+@needs_redis
+async def test_a_cancelled_pipeline_cancels_its_publishers():
+    """The loop shutting down while a pipeline is on its way: nobody waits forever."""
+    hub = FanoutHub()
+    hub.start()
+    try:
+        loop = asyncio.get_running_loop()
+        waiting = [loop.create_future() for _ in range(3)]
+        hub.outgoing = [(pack("g", {"type": "chat.event", "text": str(i)}), f) for i, f in enumerate(waiting)]
+        hub.sending = True
+        sender = asyncio.create_task(hub.send_outgoing())
+        await asyncio.sleep(0)  # it is waiting for Redis now
+        sender.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sender
+        assert all(f.cancelled() for f in waiting)
+        assert not hub.sending
+    finally:
+        await hub.stop()
