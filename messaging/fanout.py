@@ -72,6 +72,7 @@ class FanoutHub:
         # PUBLISHes waiting for the next pipeline, and whether one is being sent.
         self.outgoing: list[tuple[bytes, asyncio.Future[None]]] = []
         self.sending = False
+        self.sender: asyncio.Task[None] | None = None
         self.pipelines = 0  # pipelines sent, for tests and the benchmarks
         # The subscribing connection's CLIENT SETNAME, to find it in CLIENT LIST.
         self.client_name = f"{self.channel}:{os.getpid()}:{next(_hub_numbers)}"
@@ -117,8 +118,12 @@ class FanoutHub:
         self.outgoing.append((pack(group, event), future))
         if not self.sending:
             self.sending = True
-            loop.call_soon(lambda: loop.create_task(self.send_outgoing()))
+            loop.call_soon(self._sender_start, loop)
         await future
+
+    def _sender_start(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Kept: the loop holds only a weak reference to a task.
+        self.sender = loop.create_task(self.send_outgoing())
 
     async def send_outgoing(self) -> None:
         try:
