@@ -87,8 +87,9 @@ def connect_reads_many(items: list[tuple[TokenCheck, list[str]]]) -> list[tuple[
 
 # The connects of a moment share one call (`realtime.batching`).
 connect_reads = LoopBatcher(connect_reads_many)
-direct_send = db(services.direct_send)
-message_send = db(services.message_send)
+# Every send of the process made while the previous batch was being stored
+# goes into the next one: one thread-pool call and one transaction per batch.
+sends_store = LoopBatcher(services.messages_send)
 channel_for_write = db(services.channel_for_write)
 channel_readable = db(selectors.channel_readable)
 channel_last_seq = db(selectors.channel_last_seq)
@@ -532,22 +533,19 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self.push(frames.ok(frame.ref, expires_at=int(check.expires_at)))
 
     async def on_direct(self, frame: frames.Direct) -> None:
-        self.rate_check()
-        message, created = await direct_send(sender=self.user, to=frame.to, body=frame.body, client_id=frame.client_id)
-        await self.answer_sent(frame, message, created)
+        await self.send_stored(frame, services.SendRequest(self.user, frame.body, frame.client_id, to=frame.to))
 
     async def on_publish(self, frame: frames.Publish) -> None:
-        self.rate_check()
-        message, created = await message_send(
-            sender=self.user, name=frames.channel_of(frame), body=frame.body, client_id=frame.client_id
-        )
-        await self.answer_sent(frame, message, created)
+        name = frames.channel_of(frame)
+        await self.send_stored(frame, services.SendRequest(self.user, frame.body, frame.client_id, name=name))
 
     async def on_broadcast(self, frame: frames.Broadcast) -> None:
+        name = ChannelName(Kind.BROADCAST)
+        await self.send_stored(frame, services.SendRequest(self.user, frame.body, frame.client_id, name=name))
+
+    async def send_stored(self, frame: frames.Frame, request: services.SendRequest) -> None:
         self.rate_check()
-        message, created = await message_send(
-            sender=self.user, name=ChannelName(Kind.BROADCAST), body=frame.body, client_id=frame.client_id
-        )
+        message, created = await sends_store.submit(request)
         await self.answer_sent(frame, message, created)
 
     async def on_subscribe(self, frame: frames.Subscribe) -> None:
