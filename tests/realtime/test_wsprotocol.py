@@ -113,7 +113,7 @@ async def lean_server() -> Any:
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(10):
-            while not server.started:
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, no event
                 await asyncio.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
         yield server, f"ws://127.0.0.1:{port}"
@@ -156,7 +156,7 @@ async def test_lean_protocol_sees_the_client_go() -> None:
             await ws.send("x")
             await ws.recv()
         async with asyncio.timeout(10):
-            while server.server_state.connections:
+            while server.server_state.connections:  # noqa: ASYNC110 - a set uvicorn keeps, no event
                 await asyncio.sleep(0.01)
 
 
