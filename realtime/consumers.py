@@ -33,6 +33,7 @@ from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -123,8 +124,46 @@ class AckWindow:
     timer: asyncio.TimerHandle | None = None
 
 
+NOTHING: frozenset[Any] = frozenset()  # an empty set costs 216 bytes; idle sessions share this
+
+
 class SessionConsumer(AsyncWebsocketConsumer):
     """One WebSocket session of one user."""
+
+    # Slots, not the instance dict: with channels' own attributes the actor has
+    # more than the 30 that CPython keeps in a compact, key-sharing dict.
+    __slots__ = (
+        "turn",
+        "pending",
+        "drainer",
+        "closing",
+        "hub",
+        "watch_timer",
+        "writer",
+        "chores",
+        "joined",
+        "ack_windows",
+        "session_id",
+        "presence",
+        "outbox_limit",
+        "user",
+        "token_expires_at",
+        "topics",
+        "acked",
+        "ack_interval",
+        "own_sent",
+        "tracker",
+        "bucket",
+        "heartbeat",
+        "resume_window",
+        "last_activity",
+        "store",
+        "outbox",
+        "room",
+        "session_created",
+        "next_touch",
+        "closer",
+    )
 
     clock: Callable[[], float] = staticmethod(time.monotonic)
 
@@ -132,6 +171,19 @@ class SessionConsumer(AsyncWebsocketConsumer):
     # channel and no receive task; live events come from the fan-out hub.
     channel_layer_alias = "(sessions use messaging.fanout)"
     channel_name = ""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels' `AsyncConsumer.__call__` without `await_many_dispatch`.
+
+        With no channel layer the socket is the one source of messages:
+        receive and dispatch in turn in the connection's own task, instead of
+        a second task per session and an `asyncio.wait` per message."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        with contextlib.suppress(StopConsumer):
+            while True:
+                await self.dispatch(await receive())
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch without its `aclose_old_connections()` per event.
@@ -164,7 +216,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.hub = fanout.fanout_hub()
         self.watch_timer: asyncio.TimerHandle | None = None
         self.writer: asyncio.Task[None] | None = None
-        self.chores: set[asyncio.Task[None]] = set()
+        self.chores: set[asyncio.Task[None]] | None = None  # made for the first chore
         self.joined: set[str] = set()
         self.ack_windows: dict[str, AckWindow] = {}
         self.session_id = ""
@@ -195,10 +247,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
         chat = settings.CHAT
         self.user = check.user
         self.token_expires_at: float = check.expires_at
-        self.topics: set[str] = set()
+        self.topics: set[str] = NOTHING  # type: ignore[assignment]  # a set from the first subscribe
         self.acked: dict[str, int] = {}
         self.ack_interval: float = chat["ACK_INTERVAL"]
-        self.own_sent: set[tuple[str, int]] = set()
+        self.own_sent: set[tuple[str, int]] = NOTHING  # type: ignore[assignment]  # a set from the first send
         self.tracker = DeliveryTracker()
         self.bucket = TokenBucket(rate=chat["SEND_RATE"], burst=chat["SEND_BURST"])
         self.heartbeat: int = chat["HEARTBEAT"]
@@ -272,7 +324,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         found = await backlog_for_resume(user=self.user, topics=state.topics, acked=state.acked, since=state.created)
         for name in set(state.topics) - set(found.topics):
             await self.group_leave(parse_channel(name).group)
-        self.topics = set(found.topics)
+        self.topics = set(found.topics) or NOTHING  # type: ignore[assignment]
         if found.topics != state.topics:
             await self.store.topics_set(self.session_id, found.topics)
         self.acked = dict(state.acked)
@@ -319,7 +371,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.closing = True
         if self.watch_timer is not None:
             self.watch_timer.cancel()
-        for task in (self.writer, self.drainer, *self.chores):
+        for task in (self.writer, self.drainer, *(self.chores or ())):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
         for group in list(self.joined):
@@ -455,6 +507,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
     def chore(self, work: Awaitable[None]) -> None:
         """Run work of the actor's own in a task it keeps until done."""
         task = asyncio.ensure_future(work)
+        if self.chores is None:
+            self.chores = set()
         self.chores.add(task)
         task.add_done_callback(self.chores.discard)
 
@@ -499,6 +553,11 @@ class SessionConsumer(AsyncWebsocketConsumer):
             log.exception("frame %s failed", type(frame).__name__)
             await self.push(frames.error(frame.ref, ChatError("internal error")))
 
+    def own_drop(self, key: tuple[str, int]) -> None:
+        """Forget a message of this session's own (`own_sent` may be the shared empty set)."""
+        if key in self.own_sent:
+            self.own_sent.discard(key)
+
     def rate_check(self) -> None:
         retry_after = self.bucket.take(time.monotonic())
         if retry_after:
@@ -511,6 +570,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
             if not name.startswith("topic:") or name in self.topics:
                 # A gap fill may reach it before its own event: it must not
                 # come back to this session, which has it in the `ok`.
+                if not self.own_sent:
+                    self.own_sent = set()
                 self.own_sent.add((name, message.seq))
             await message_publish(message, origin=self.channel_name)
         await self.push(frames.ok(frame.ref, message=message_frame(message)))
@@ -563,6 +624,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await cursor_join(user=self.user, channel=channel)
             await self.group_join(name.group)
             if key not in self.topics:
+                if not self.topics:
+                    self.topics = set()
                 self.topics.add(key)
                 await self.store.topics_set(self.session_id, sorted(self.topics))
         else:
@@ -770,7 +833,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if action == "send":
             self.tracker.mark(channel, seq)
             if event["origin"] == self.channel_name:
-                self.own_sent.discard((channel, seq))
+                self.own_drop((channel, seq))
             else:
                 self.offer(event["text"])
         return True
@@ -816,7 +879,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 continue
             await self.baseline(channel, message.seq - 1)
             if (channel, message.seq) in self.own_sent:
-                self.own_sent.discard((channel, message.seq))
+                self.own_drop((channel, message.seq))
                 self.tracker.mark(channel, message.seq)
             else:
                 await self.push_message(message)
@@ -843,14 +906,14 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 break
             for message in rows:
                 if (channel, message.seq) in self.own_sent:
-                    self.own_sent.discard((channel, message.seq))  # it was in our `ok`
+                    self.own_drop((channel, message.seq))  # it was in our `ok`
                     self.tracker.mark(channel, message.seq)
                 else:
                     await self.push_message(message)
             after = rows[-1].seq
         self.tracker.mark(channel, seq)
         if event["origin"] == self.channel_name:
-            self.own_sent.discard((channel, seq))
+            self.own_drop((channel, seq))
         else:
             self.offer(event["text"])
 

@@ -13,6 +13,9 @@ import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+# "lean": uvicorn's sans-I/O protocol holding less per idle connection.
+WS_PROTOCOLS = {"lean": "realtime.wsprotocol:LeanWebSocketProtocol"}
+
 
 class Command(BaseCommand):
     help = "Serve the ASGI application (HTTP API and WebSockets) with uvicorn."
@@ -21,6 +24,12 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=settings.HOST)
         parser.add_argument("--port", type=int, default=settings.PORT)
         parser.add_argument("--workers", type=int, default=1, help="server processes sharing the port")
+        parser.add_argument(
+            "--ws",
+            default="lean",
+            choices=["lean", "websockets-sansio", "websockets", "wsproto"],
+            help="uvicorn's WebSocket implementation (docs/PERFORMANCE.md compares them)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["workers"] > 1 and not settings.REDIS_URL:
@@ -32,7 +41,7 @@ class Command(BaseCommand):
             workers=options["workers"],
             loop="uvloop",
             http="httptools",
-            ws="websockets-sansio",
+            ws=WS_PROTOCOLS.get(options["ws"], options["ws"]),
             ws_max_size=settings.CHAT["MAX_FRAME_BYTES"],
             ws_per_message_deflate=False,
             # The protocol has its own heartbeat; transport pings add nothing.
