@@ -51,19 +51,29 @@ class RedisPresenceStore:
         # The sessions of a connect burst: one pipeline each, not a round trip per session.
         self._entering = LoopBatcher(self._enter_many, in_thread=False)
         self._announcing = LoopBatcher(self._announce_many, in_thread=False)
+        # Keep-alives: with 10,000 sessions, hundreds a second. One round trip
+        # each had every pool connection waiting on a busy loop, and
+        # keep-alives failed with "No connection available" (PERFORMANCE.md).
+        self._setting = LoopBatcher(self._session_set_many, in_thread=False)
+        self._seen = LoopBatcher(self._last_seen_due_many, in_thread=False)
 
     @property
     def redis(self) -> Any:
         return self._redis.client()
 
     async def session_set(self, uid: int, actor: str, status: str, *, ttl: float) -> None:
-        expires = time.time() + ttl
+        """A session's status and expiry; those of the same moment share one
+        transaction. The `gone` check stays: another session's end may still
+        change the aggregate (online -> away); a reconnect finds it unchanged."""
+        await self._setting.submit((uid, actor, status, time.time() + ttl))
+
+    async def _session_set_many(self, items: list[tuple[int, str, str, float]]) -> list[None]:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(f"{self.p}:s:{uid}", actor, f"{status}|{expires}")
-            pipe.zadd(f"{self.p}:due", {f"{uid}|{actor}": expires})
-            # The `gone` check stays: another session's end may still change
-            # the aggregate (online -> away); a reconnect just finds it unchanged.
+            for uid, actor, status, expires in items:
+                pipe.hset(f"{self.p}:s:{uid}", actor, f"{status}|{expires}")
+                pipe.zadd(f"{self.p}:due", {f"{uid}|{actor}": expires})
             await pipe.execute()
+        return [None] * len(items)
 
     async def enter(self, uid: int, actor: str, status: str, *, ttl: float, now: float) -> tuple[bool, str]:
         """A session's start: `session_set`, then whether last_seen is due
@@ -122,17 +132,31 @@ class RedisPresenceStore:
             results = await pipe.execute(raise_on_error=False)
         return [r if isinstance(r, BaseException) else bool(r) for r in results]
 
+    async def _take(self, key: str, *, now: float) -> list[bytes]:
+        """Up to 500 members of a deadline set that are due and that this
+        process removed (so no other process takes them too): three round
+        trips, whatever the number."""
+        members = await self.redis.zrangebyscore(key, 0, now, start=0, num=500)
+        if not members:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for member in members:
+                pipe.zrem(key, member)
+            removed = await pipe.execute()
+        return [member for member, taken in zip(members, removed, strict=True) if taken]
+
     async def sweep(self, *, now: float) -> set[int]:
         """Users whose expired sessions or grace periods this process takes over."""
         uids: set[int] = set()
-        for member in await self.redis.zrangebyscore(f"{self.p}:due", 0, now, start=0, num=500):
-            if await self.redis.zrem(f"{self.p}:due", member):
-                uid, _, actor = member.decode().partition("|")
-                await self.redis.hdel(f"{self.p}:s:{uid}", actor)
-                uids.add(int(uid))
-        for member in await self.redis.zrangebyscore(f"{self.p}:gone", 0, now, start=0, num=500):
-            if await self.redis.zrem(f"{self.p}:gone", member):
-                uids.add(int(member))
+        expired = await self._take(f"{self.p}:due", now=now)
+        if expired:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for member in expired:
+                    uid, _, actor = member.decode().partition("|")
+                    pipe.hdel(f"{self.p}:s:{uid}", actor)
+                    uids.add(int(uid))
+                await pipe.execute()
+        uids.update(int(member) for member in await self._take(f"{self.p}:gone", now=now))
         return uids
 
     async def typing(self, uid: int, channel: str, state: str, *, now: float) -> rules.TypingDecision:
@@ -157,17 +181,25 @@ class RedisPresenceStore:
 
     async def typing_due(self, *, now: float) -> list[tuple[int, str]]:
         """Typing starts that expired; each is returned to exactly one process."""
+        taken = await self._take(f"{self.p}:tydue", now=now)
+        if taken:
+            await self.redis.hdel(f"{self.p}:ty", *taken)
         expired = []
-        for member in await self.redis.zrangebyscore(f"{self.p}:tydue", 0, now, start=0, num=500):
-            if await self.redis.zrem(f"{self.p}:tydue", member):
-                await self.redis.hdel(f"{self.p}:ty", member)
-                uid, _, channel = member.decode().partition("|")
-                expired.append((int(uid), channel))
+        for member in taken:
+            uid, _, channel = member.decode().partition("|")
+            expired.append((int(uid), channel))
         return expired
 
     async def last_seen_due(self, uid: int) -> bool:
-        """At most once a minute per user (across processes)."""
-        return bool(await self.redis.set(f"{self.p}:ls:{uid}", 1, nx=True, ex=60))
+        """At most once a minute per user (across processes); the checks of
+        the same moment share one pipeline."""
+        return await self._seen.submit(uid)
+
+    async def _last_seen_due_many(self, uids: list[int]) -> list[bool]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for uid in uids:
+                pipe.set(f"{self.p}:ls:{uid}", 1, nx=True, ex=60)
+            return [bool(r) for r in await pipe.execute()]
 
 
 class MemoryPresenceStore:

@@ -99,6 +99,10 @@ class RedisSessionStore:
         self._redis = LoopRedis(url, max_connections=512)
         # The new sessions of a connect burst: one pipeline, not a round trip each.
         self._entering = LoopBatcher(self._enter_create_many, in_thread=False)
+        # The keep-alives of the moment (hundreds a second with 10,000
+        # sessions): one pipeline each kind, not a pool connection per session.
+        self._touching = LoopBatcher(self._touch_many, in_thread=False)
+        self._user_entering = LoopBatcher(self._user_enter_many, in_thread=False)
 
     @property
     def redis(self):  # type: ignore[no-untyped-def]
@@ -143,7 +147,14 @@ class RedisSessionStore:
         await self.redis.eval(_RELEASE, 1, self._s(sid), owner, int(ttl * 1000))
 
     async def touch(self, sid: str, *, ttl: float) -> None:
-        await self.redis.pexpire(self._s(sid), int(ttl * 1000))
+        await self._touching.submit((sid, ttl))
+
+    async def _touch_many(self, items: list[tuple[str, float]]) -> list[None]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid, ttl in items:
+                pipe.pexpire(self._s(sid), int(ttl * 1000))
+            await pipe.execute()
+        return [None] * len(items)
 
     async def topics_set(self, sid: str, topics: list[str]) -> None:
         # HSET on an expired key would create one without expiry.
@@ -156,10 +167,17 @@ class RedisSessionStore:
         await self.redis.eval(_ACK, 1, self._s(sid), f"a:{channel}", seq)
 
     async def user_enter(self, user_id: int, sid: str, *, limit: int, ttl: float) -> bool:
+        """Admit (or refresh) `sid` among the user's live sessions; the calls
+        of the same moment share one pipeline, each with its own answer."""
+        return await self._user_entering.submit((user_id, sid, limit, ttl))
+
+    async def _user_enter_many(self, items: list[tuple[int, str, int, float]]) -> list[bool | BaseException]:
         now = time.time()
-        key = self._u(user_id)
-        admitted = await self.redis.eval(_ENTER, 1, key, sid, limit, now, now + ttl, int(ttl * 1000) + 1000)
-        return bool(admitted)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user_id, sid, limit, ttl in items:
+                pipe.eval(_ENTER, 1, self._u(user_id), sid, limit, now, now + ttl, int(ttl * 1000) + 1000)
+            results = await pipe.execute(raise_on_error=False)
+        return [r if isinstance(r, BaseException) else bool(r) for r in results]
 
     async def user_leave(self, user_id: int, sid: str) -> None:
         await self.redis.zrem(self._u(user_id), sid)

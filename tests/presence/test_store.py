@@ -269,3 +269,56 @@ async def test_enters_and_announces_of_the_same_moment_each_get_their_own_answer
     assert entered == [(True, AWAY), (True, DND), (False, AWAY)]
     announced = await asyncio.gather(store.announce(ann, AWAY), store.announce(bob, DND), store.announce(ann, AWAY))
     assert announced == [True, True, False]
+
+
+# --- keep-alives of the same moment ---------------------------------------------------------------
+
+
+async def test_session_sets_of_the_same_moment_each_take_effect(store):
+    """(The Redis store writes them in one transaction.)"""
+    users = [uid_new() for _ in range(5)]
+    await asyncio.gather(*(store.session_set(uid, "actor-a", AWAY, ttl=LONG) for uid in users))
+    now = time.time()
+    assert await store.statuses(users, now=now) == dict.fromkeys(users, AWAY)
+    if isinstance(store, RedisPresenceStore):
+        assert store._setting.for_loop().batches == 1
+
+
+async def test_last_seen_checks_of_the_same_moment_answer_in_order(store):
+    uid, other = uid_new(), uid_new()
+    answers = await asyncio.gather(store.last_seen_due(uid), store.last_seen_due(other), store.last_seen_due(uid))
+    assert answers == [True, True, False]
+
+
+async def test_a_sweep_takes_many_expired_sessions_and_grace_checks_at_once(store):
+    dead = [uid_new() for _ in range(30)]
+    for uid in dead:
+        await store.session_set(uid, f"actor-{uid}", ONLINE, ttl=10)
+    gone = uid_new()
+    await store.session_set(gone, "actor-g", ONLINE, ttl=LONG)
+    await store.session_drop(gone, "actor-g", grace=GRACE)
+    now = time.time()
+    assert await store.sweep(now=now + 11) == {*dead, gone}
+    assert await store.sweep(now=now + 12) == set()
+    assert await store.statuses(dead, now=now) == dict.fromkeys(dead, OFFLINE)
+
+
+async def test_two_sweepers_never_take_the_same_session(store):
+    """Two processes sweeping at once: each expired session goes to exactly one."""
+    dead = [uid_new() for _ in range(40)]
+    for uid in dead:
+        await store.session_set(uid, "actor", ONLINE, ttl=10)
+    now = time.time()
+    first, second = await asyncio.gather(store.sweep(now=now + 11), store.sweep(now=now + 11))
+    assert first.isdisjoint(second)
+    assert first | second == set(dead)
+
+
+async def test_many_typing_stops_come_due_once(store):
+    users = [uid_new() for _ in range(10)]
+    now = time.time()
+    for uid in users:
+        await store.typing(uid, "topic:t", "start", now=now)
+    due = await store.typing_due(now=now + TYPING_EXPIRY + 1)
+    assert sorted(due) == sorted((uid, "topic:t") for uid in users)
+    assert await store.typing_due(now=now + TYPING_EXPIRY + 2) == []

@@ -168,6 +168,38 @@ async def test_user_enter_admits_up_to_the_limit(store):
     assert not await store.user_enter(1, "c", limit=2, ttl=LONG)
 
 
+async def test_user_enters_of_the_same_moment_each_get_their_own_answer(store):
+    """(The Redis store runs them in one pipeline, in order.)"""
+    answers = await asyncio.gather(
+        store.user_enter(1, "a", limit=2, ttl=LONG),
+        store.user_enter(1, "b", limit=2, ttl=LONG),
+        store.user_enter(1, "c", limit=2, ttl=LONG),
+        store.user_enter(2, "c", limit=2, ttl=LONG),
+        store.user_enter(1, "a", limit=2, ttl=LONG),
+    )
+    assert answers == [True, True, False, True, True]
+
+
+@pytest.mark.parametrize("store", ["redis"], indirect=True)  # only Redis fails one command of a pipeline
+async def test_a_failing_user_enter_fails_only_its_caller(store):
+    # A key of the wrong type makes the script fail for that user only.
+    await store.redis.set(store._u(7), "not a sorted set")
+    outcomes = await asyncio.gather(
+        store.user_enter(7, "a", limit=2, ttl=LONG), store.user_enter(8, "a", limit=2, ttl=LONG), return_exceptions=True
+    )
+    assert isinstance(outcomes[0], Exception)
+    assert outcomes[1] is True
+
+
+async def test_touches_of_the_same_moment_each_push_their_expiry_back(store):
+    sids = [sid_new() for _ in range(4)]
+    for sid in sids:
+        await store.create(sid, user_id=1, owner="actor-a", ttl=SHORT)
+    await asyncio.gather(*(store.touch(sid, ttl=LONG) for sid in sids))
+    await asyncio.sleep(PAST_SHORT)
+    assert [await store.load(sid) is not None for sid in sids] == [True] * 4
+
+
 async def test_user_leave_makes_room(store):
     assert await store.user_enter(1, "a", limit=2, ttl=LONG)
     assert await store.user_enter(1, "b", limit=2, ttl=LONG)
