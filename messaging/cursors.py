@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -274,6 +274,30 @@ def cursors_move(*, requests: Sequence[tuple[AbstractBaseUser, Channel, int | No
         if read is not None:
             want[1] = max(want[1], min(read, last))
     keys = sorted(wanted)
+    for attempt in range(DEADLOCK_RETRIES + 1):
+        try:
+            before, after = _cursors_upsert(keys, wanted)
+            break
+        except OperationalError as exc:
+            # Rows two batches both create can still meet in opposite orders
+            # (one of them made it meanwhile): PostgreSQL aborts one, which
+            # runs again.
+            if getattr(exc.__cause__, "sqlstate", None) != "40P01" or attempt == DEADLOCK_RETRIES:
+                raise
+    moves = []
+    for user, channel, _, _ in requests:
+        key = (user.pk, channel.pk)
+        (bd, br), (d, r) = before[key], after[key]
+        moves.append(CursorMove(channel.name, bd, d, br, r, channel.last_seq))
+    return moves
+
+
+DEADLOCK_RETRIES = 3
+Cursors = dict[tuple[int, int], tuple[int, int]]
+
+
+def _cursors_upsert(keys: list[tuple[int, int]], wanted: dict[tuple[int, int], list[int]]) -> tuple[Cursors, Cursors]:
+    """One transaction: (user id, channel id) -> (delivered, read) before and after."""
     with transaction.atomic(), connection.cursor() as cur:
         before = _cursors_locked(cur, keys)
         missing = [key for key in keys if key not in before]
@@ -304,18 +328,13 @@ def cursors_move(*, requests: Sequence[tuple[AbstractBaseUser, Channel, int | No
                 [value for row in rows for value in (*row, timezone.now())],
             )
             after.update({(u, c): (d, r) for u, c, d, r in cur.fetchall()})
-    moves = []
-    for user, channel, _, _ in requests:
-        key = (user.pk, channel.pk)
-        (bd, br), (d, r) = before[key], after[key]
-        moves.append(CursorMove(channel.name, bd, d, br, r, channel.last_seq))
-    return moves
+    return before, after
 
 
 _CURSORS = ChannelCursor._meta.db_table
 
 
-def _cursors_locked(cur: Any, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, int]]:
+def _cursors_locked(cur: Any, keys: Sequence[tuple[int, int]]) -> Cursors:
     """The existing cursor rows of `keys`, locked (in key order: two batches
     never wait on each other in a cycle)."""
     cur.execute(

@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from messaging import cursors, editing, services
 from messaging.channels import dm_channel, parse_channel, topic_channel, user_group
@@ -549,3 +549,72 @@ def test_concurrent_batches_moving_one_cursor_end_at_the_max(ann: Any, bob: Any,
         for user in (bob, carol):
             rows = list(ChannelCursor.objects.filter(user=user, channel=room).values_list("delivered_seq", "read_seq"))
             assert rows == [(70, 40)], (room.name, user.username)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_aborted_by_a_deadlock_runs_again(ann: Any, bob: Any) -> None:
+    """Another transaction holds bob's cursor of topic:b and then wants the one
+    of topic:a that the batch locked first: PostgreSQL aborts the batch (it
+    waited first), which runs again once the other commits."""
+    publish(ann, "a", "a1", "a2")
+    publish(ann, "b", "b1", "b2")
+    for name in ("topic:a", "topic:b"):
+        cursors.cursor_move(user=bob, channel=channel(name), delivered=1)
+    row_a, row_b = (ChannelCursor.objects.get(user=bob, channel__name=n).pk for n in ("topic:a", "topic:b"))
+    deadlocks = database_deadlocks()
+    holding, errors, outcome = threading.Event(), [], []
+
+    def other() -> None:
+        try:
+            with transaction.atomic():
+                ChannelCursor.objects.select_for_update().get(pk=row_b)
+                holding.set()
+                wait_for_a_lock_wait()  # the batch holds topic:a and waits for topic:b
+                ChannelCursor.objects.select_for_update().get(pk=row_a)
+        except BaseException as exc:  # noqa: BLE001 -- asserted below
+            errors.append(exc)
+        finally:
+            holding.set()
+            connection.close()
+
+    def batch() -> None:
+        try:
+            holding.wait(timeout=30)
+            outcome.extend(cursors.cursor_requests([ask(bob, "topic:a", read=2), ask(bob, "topic:b", read=2)]))
+        except BaseException as exc:  # noqa: BLE001 -- asserted below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=other), threading.Thread(target=batch)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert [(m.delivered_before, m.read) for m, _ in outcome] == [(1, 2), (1, 2)]
+    assert cursor_of(bob, "topic:a") == cursor_of(bob, "topic:b") == (2, 2)
+    assert database_deadlocks() == deadlocks + 1
+
+
+def database_deadlocks() -> int:
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_stat_clear_snapshot()")
+        cur.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+        return cur.fetchone()[0]
+
+
+def wait_for_a_lock_wait() -> None:
+    """Until another backend of this database waits for a row lock."""
+    with connection.cursor() as cur:
+        for _ in range(3000):
+            cur.execute("SELECT pg_stat_clear_snapshot()")  # else one view per transaction
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            if cur.fetchone()[0]:
+                return
+            threading.Event().wait(0.01)
+    raise AssertionError("the batch never waited for the lock")
