@@ -13,8 +13,9 @@ caller only. An exception escaping `work` itself fails every item of the
 batch. `after(items, outcomes)`, if given, runs on the event loop once a
 call returned and before its callers hear their outcomes (the receipts of a
 batch of cursor moves are published together there); an exception from it
-also fails every item of the batch. One batcher per event loop (a connection, and a future, belongs to
-its loop): `Batcher.for_loop()` makes it on first use.
+also fails every item of the batch. One batcher per event loop (a
+connection, and a future, belongs to its loop): `Batcher.for_loop()` makes
+it on first use.
 """
 
 from __future__ import annotations
