@@ -13,7 +13,7 @@ common case (the next `seq` of a channel with a baseline, an edit, a
 receipt) is handled right in the hub's call, without a task switch.
 
 Everything it sends goes through a bounded outbox drained by one writer
-task, so a client that stops reading costs at most `OUTBOUND_BUFFER` frames
+(run in the queuing call, a task only while the socket makes it wait), so a client that stops reading costs at most `OUTBOUND_BUFFER` frames
 before it is closed with 4409 (its session stays resumable).
 """
 
@@ -46,6 +46,7 @@ from presence.session import PresenceSession
 from . import frames
 from .auth import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, TokenCheck, token_check_async, token_user_check
 from .batching import LoopBatcher
+from .eager import run_eagerly
 from .limits import TokenBucket
 from .sessions import DeliveryTracker, session_id_new
 from .store import session_store
@@ -342,8 +343,14 @@ class SessionConsumer(AsyncWebsocketConsumer):
             self.outbox = None
 
     def kick(self) -> None:
+        """Start writing: right now, in this call, as long as the socket takes
+        the frames (the common case); a task only if it has to wait."""
         if not self.closing and (self.writer is None or self.writer.done()):
-            self.writer = asyncio.create_task(self.write_loop())
+            try:
+                self.writer = run_eagerly(self.write_loop())
+            except Exception:  # the server's send failed: no frame can follow
+                log.exception("session %s: write failed", self.session_id)
+                self.closing = True
 
     async def push(self, frame: dict[str, Any], *, wait: bool = False) -> None:
         await self.push_text(frames.encode(frame), wait=wait)
