@@ -1,5 +1,5 @@
 # ruff: noqa: F811  (the suite's fixtures are imported, then requested by name)
-"""Server CPU of one connect and of one `received`, in process (issue 7).
+"""Server CPU of one connect, one `received`, one stored message and one hub publish, in process (issue 7).
 
 Drives the real ASGI application through `WebsocketCommunicator` on the
 real PostgreSQL and Redis, and reads the process CPU time (all threads,
@@ -90,3 +90,99 @@ async def test_cpu_per_received_of_many_sessions(auser, chat_settings):
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     acks = READERS * ROUNDS
     print(f"\n{READERS} sessions x {ROUNDS} rounds: CPU per received {cpu / acks * 1000:.3f} ms; wall {wall:.2f} s")
+
+
+STORE_SENDERS = 200
+STORE_ROUNDS = 5
+
+
+@pytest.mark.parametrize("batch", [1, 20, 200])
+async def test_cpu_per_stored_message(make_user, batch):
+    """`direct` sends of 200 senders to one user through `messages_send`, `batch`
+    at a time, each batch in one `database_sync_to_async` call as the session
+    actors make it (batch 1: a thread hop and a transaction per message, as
+    before the batching). Process CPU per stored message; PostgreSQL's is apart."""
+    from channels.db import database_sync_to_async
+
+    bob = await sync_to_async(make_user)()
+    senders = [await sync_to_async(make_user)() for _ in range(STORE_SENDERS)]
+    send = database_sync_to_async(services.messages_send, thread_sensitive=False)
+    await send([services.SendRequest(s, "warm", to=bob.pk) for s in senders])  # the dm channels exist
+    requests = [
+        services.SendRequest(s, f"m{n}", client_id=f"c{n}-{i}", to=bob.pk)
+        for n in range(STORE_ROUNDS)
+        for i, s in enumerate(senders)
+    ]
+    cpu, wall = time.process_time(), time.perf_counter()
+    for start in range(0, len(requests), batch):
+        outcomes = await send(requests[start : start + batch])
+        assert all(not isinstance(o, Exception) for o in outcomes)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    count = len(requests)
+    print(f"\nbatch {batch}: CPU per stored message {cpu / count * 1000:.3f} ms; wall {wall / count * 1000:.3f} ms")
+
+
+async def test_cpu_per_direct_send(make_user):
+    """`services.direct_send` one at a time, each in its own thread-pool call
+    (the same call before and after the batching: comparable across commits)."""
+    from channels.db import database_sync_to_async
+
+    bob = await sync_to_async(make_user)()
+    senders = [await sync_to_async(make_user)() for _ in range(STORE_SENDERS)]
+    send = database_sync_to_async(services.direct_send, thread_sensitive=False)
+    for s in senders:
+        await send(sender=s, to=bob.pk, body="warm")
+    cpu, wall = time.process_time(), time.perf_counter()
+    for n in range(STORE_ROUNDS):
+        for i, s in enumerate(senders):
+            await send(sender=s, to=bob.pk, body=f"m{n}", client_id=f"c{n}-{i}")
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    count = STORE_SENDERS * STORE_ROUNDS
+    print(f"\ndirect_send: CPU per stored message {cpu / count * 1000:.3f} ms; wall {wall / count * 1000:.3f} ms")
+
+
+PUBLISHES = 2000
+
+
+@pytest.mark.parametrize("together", [1, 100])
+async def test_cpu_per_fanout_publish(together):
+    """Hub publishes to Redis, `together` made in one turn (one pipeline) or one at a time."""
+    import asyncio
+
+    from messaging.fanout import FanoutHub
+
+    hub = FanoutHub()
+    hub.start()
+    try:
+        event = {"type": "chat.message", "channel": "dm:1:2", "seq": 1, "text": "x" * 200}
+        await hub.publish("nobody", event)
+        cpu = time.process_time()
+        for _ in range(PUBLISHES // together):
+            await asyncio.gather(*(hub.publish("nobody", event) for _ in range(together)))
+        cpu = time.process_time() - cpu
+    finally:
+        await hub.stop()
+    print(f"\n{together} per turn: CPU per publish {cpu / PUBLISHES * 1000:.3f} ms")
+
+
+HANDOVERS = 300
+
+
+def test_cpu_per_notification_handover(settings):
+    """One `task_schedule(messages_notify, ids)`: what each stored batch (before
+    the batching: each stored message) costs on the send path. The runner is
+    what the server uses with `REDIS_URL` (a Celery publish to the broker)."""
+    from kombu import Connection
+
+    from notifications import tasks as ntasks
+    from notifications.runner import task_schedule
+
+    settings.NOTIFICATIONS = {**settings.NOTIFICATIONS, "RUNNER": "celery", "QUEUE": "micro-cpu-handover"}
+    task_schedule(ntasks.messages_notify, [0])  # the broker connection is made
+    cpu = time.process_time()
+    for i in range(HANDOVERS):
+        task_schedule(ntasks.messages_notify, [i])
+    cpu = time.process_time() - cpu
+    with Connection(settings.CELERY_BROKER_URL) as broker:  # nobody consumes the queue: drop it
+        broker.default_channel.queue_purge("micro-cpu-handover")
+    print(f"\nCPU per notification hand-over (Celery publish): {cpu / HANDOVERS * 1000:.3f} ms")

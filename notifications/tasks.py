@@ -19,14 +19,27 @@ from .runner import task_schedule
 _RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": True, "max_retries": 5, "acks_late": True}
 
 
-@shared_task(**_RETRY)
-def message_notify(message_id: int) -> int:
-    """Decide who is notified for a stored message; returns how many notifications start."""
+def _message_notify(message_id: int) -> int:
     heads = pipeline.notifications_for_message(message_id=message_id)
     for head in heads:
         countdown = max(0.0, (head.due_at - head.created_at).total_seconds())
         task_schedule(notification_send, head.pk, countdown=countdown)
     return len(heads)
+
+
+@shared_task(**_RETRY)
+def message_notify(message_id: int) -> int:
+    """Decide who is notified for a stored message; returns how many notifications start."""
+    return _message_notify(message_id)
+
+
+@shared_task(**_RETRY)
+def messages_notify(message_ids: list[int]) -> int:
+    """`message_notify` for the messages of one stored batch, in order.
+
+    A retry runs the whole list again: each step is idempotent (a message
+    whose notifications exist adds none)."""
+    return sum(_message_notify(message_id) for message_id in message_ids)
 
 
 @shared_task(**_RETRY)
@@ -50,12 +63,15 @@ def delivery_attempt(delivery_id: int) -> str:
     return step.outcome
 
 
-def message_notify_on_commit(message_id: int) -> None:
-    """Hook of `messaging.services.message_store`: after the commit, hand the
-    message id over (one broker publish, or a timer thread); nothing else
-    happens on the sender's path."""
+def messages_notify_on_commit(message_ids: list[int]) -> None:
+    """Hook of `messaging.services` storing a batch of messages: after the
+    commit, hand their ids over in one go (one broker publish, or one timer
+    thread, per batch); nothing else happens on the senders' path."""
+    if not message_ids:
+        return
     from django.db import transaction
 
-    # robust: a broker that is down must not turn a stored message into an
-    # error for its sender (the failure is logged; that message notifies no one).
-    transaction.on_commit(lambda: task_schedule(message_notify, message_id), robust=True)
+    ids = list(message_ids)
+    # robust: a broker that is down must not turn stored messages into an
+    # error for their senders (the failure is logged; they notify no one).
+    transaction.on_commit(lambda: task_schedule(messages_notify, ids), robust=True)

@@ -25,6 +25,7 @@ from django.conf import settings
 from messaging import fanout
 from messaging.delivery import frame_event, groups_for
 from messaging.wire import user_ref
+from realtime.batching import Batcher
 
 from . import services
 from .store import presence_store
@@ -49,6 +50,7 @@ class PresenceHub:
         self.watchers: dict[int, set[Any]] = {}
         self.topic = f"{settings.CHAT['STORE_PREFIX']}:p:events"
         self.tasks: list[asyncio.Task[None]] = []
+        self.publishing = Batcher(self.publish_many, in_thread=False)
 
     def start(self) -> None:
         self.tasks.append(asyncio.create_task(self.sweep_loop()))
@@ -91,9 +93,16 @@ class PresenceHub:
             return
         text = json.dumps(frame, separators=(",", ":"))
         if settings.REDIS_URL:
-            await self.store.redis.publish(self.topic, json.dumps({"u": uid, "t": text}))
+            await self.publishing.submit(json.dumps({"u": uid, "t": text}))
         else:
             await self.deliver(uid, text)
+
+    async def publish_many(self, events: list[str]) -> list[Any]:
+        """The announces of a moment (a connect burst) in one pipeline."""
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.publish(self.topic, event)
+            return await pipe.execute(raise_on_error=False)
 
     async def typing_send(self, *, user: Any, channel: str, state: str) -> None:
         """A typing frame to the channel's members, never to the typist."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -67,9 +68,40 @@ def presence_frame(*, user_id: int, status: str) -> dict[str, Any] | None:
     return {"type": "presence", **presence_states(users=[user], statuses={user_id: status})[0]}
 
 
-def presence_enter(*, user_id: int, touch: bool, status: str | None) -> dict[str, Any] | None:
-    """A session's start in one database call: last_seen (when due) first,
-    then the `presence` event if `status` is to be announced."""
-    if touch:
-        last_seen_touch(user_id=user_id)
-    return presence_frame(user_id=user_id, status=status) if status is not None else None
+EnterItem = tuple[AbstractBaseUser, bool, str | None]  # (user, touch last_seen, status to announce or None)
+
+
+def presence_enter_many(items: list[EnterItem]) -> list[dict[str, Any] | None]:
+    """The start of the sessions of a connect burst: last_seen where due, then
+    the `presence` event of each that has a status to announce. At most two
+    statements whatever their number: one upsert of the due last_seen (only
+    of users that still exist), one read of the others' last_seen. The users
+    come from the connects (no reload): a user deleted meanwhile gets no
+    frame, as `presence_frame` gives none."""
+    now = timezone.now()
+    user_table = get_user_model()._meta
+    touched = sorted({user.pk for user, touch, _ in items if touch})
+    exists: dict[int, Any] = {}
+    if touched:
+        # One statement: no get-then-write transaction per user.
+        with connection.cursor() as cursor:
+            # Plain SQL that PostgreSQL and the embedded SQLite both run.
+            cursor.execute(
+                f"INSERT INTO {LastSeen._meta.db_table} (user_id, at) "
+                f"SELECT {user_table.pk.column}, %s FROM {user_table.db_table} "
+                f"WHERE {user_table.pk.column} IN ({', '.join(['%s'] * len(touched))}) "
+                "ON CONFLICT (user_id) DO UPDATE SET at = EXCLUDED.at RETURNING user_id",
+                [now, *touched],
+            )
+            exists.update((uid, now) for (uid,) in cursor.fetchall())
+    untouched = sorted({user.pk for user, touch, status in items if status is not None and not touch})
+    if untouched:
+        found = set(get_user_model().objects.filter(pk__in=untouched).values_list("pk", flat=True))
+        seen = dict(LastSeen.objects.filter(user_id__in=untouched).values_list("user_id", "at"))
+        exists.update((uid, seen.get(uid)) for uid in found)
+    return [
+        None
+        if status is None or user.pk not in exists
+        else {"type": "presence", "user": user_ref(user), "status": status, "last_seen": iso_utc(exists[user.pk])}
+        for user, _, status in items
+    ]

@@ -11,6 +11,7 @@ from django.conf import settings
 from messaging.channels import ChannelName, Kind
 from messaging.errors import BadRequest, Forbidden
 from messaging.selectors import channel_readable
+from realtime.batching import LoopBatcher
 
 from . import rules, services
 from .hub import presence_hub
@@ -18,7 +19,8 @@ from .hub import presence_hub
 presence_visible = database_sync_to_async(services.presence_visible, thread_sensitive=False)
 presence_states = database_sync_to_async(services.presence_states, thread_sensitive=False)
 last_seen_touch = database_sync_to_async(services.last_seen_touch, thread_sensitive=False)
-presence_enter = database_sync_to_async(services.presence_enter, thread_sensitive=False)
+# The connects of a burst share one thread hop and one upsert (`realtime.batching`).
+presence_enters = LoopBatcher(services.presence_enter_many)
 channel_check = database_sync_to_async(channel_readable, thread_sensitive=False)
 
 
@@ -33,15 +35,15 @@ class PresenceSession:
         self.ttl: float = settings.CHAT["PRESENCE_TTL"]
 
     async def enter(self) -> None:
-        """Live in the store, then one database call at most: last_seen (once a
-        minute) first, so that the `online` announced next carries it."""
+        """Live in the store (one round trip, then the announce check), then one
+        database call at most, shared with the other connects of the moment:
+        last_seen (once a minute) first, so that the `online` announced next
+        carries it."""
         uid = self.user.pk
-        await self.store.session_set(uid, self.actor.channel_name, self.status, ttl=self.ttl)
-        touch = await self.store.last_seen_due(uid)
-        status = await self.store.status(uid, now=time.time())
+        touch, status = await self.store.enter(uid, self.actor.channel_name, self.status, ttl=self.ttl, now=time.time())
         changed = await self.store.announce(uid, status)
         if touch or changed:
-            frame = await presence_enter(user_id=uid, touch=touch, status=status if changed else None)
+            frame = await presence_enters.submit((self.user, touch, status if changed else None))
             await self.hub.announce(uid, frame)
 
     async def refresh(self) -> None:

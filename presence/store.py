@@ -21,6 +21,7 @@ from typing import Any
 
 from django.conf import settings
 
+from realtime.batching import LoopBatcher
 from realtime.redis_clients import LoopRedis
 
 from . import rules
@@ -33,11 +34,23 @@ return 1
 """
 
 
+def _sessions(raw: dict[bytes, bytes]) -> dict[str, tuple[str, float]]:
+    """A user's `s:<uid>` hash as `presence_aggregate` takes it."""
+    sessions = {}
+    for actor, value in raw.items():
+        status, _, expires = value.decode().partition("|")
+        sessions[actor.decode()] = (status, float(expires))
+    return sessions
+
+
 class RedisPresenceStore:
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.p = f"{prefix}:p"
         self._redis = LoopRedis(url, max_connections=256)
+        # The sessions of a connect burst: one pipeline each, not a round trip per session.
+        self._entering = LoopBatcher(self._enter_many, in_thread=False)
+        self._announcing = LoopBatcher(self._announce_many, in_thread=False)
 
     @property
     def redis(self) -> Any:
@@ -51,6 +64,28 @@ class RedisPresenceStore:
             # The `gone` check stays: another session's end may still change
             # the aggregate (online -> away); a reconnect just finds it unchanged.
             await pipe.execute()
+
+    async def enter(self, uid: int, actor: str, status: str, *, ttl: float, now: float) -> tuple[bool, str]:
+        """A session's start: `session_set`, then whether last_seen is due
+        (`last_seen_due`) and the user's status (`status`). One transaction
+        for the sessions that start at the same moment (one round trip)."""
+        return await self._entering.submit((uid, actor, status, ttl, now))
+
+    async def _enter_many(self, items: list[tuple[int, str, str, float, float]]) -> list[tuple[bool, str]]:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for uid, actor, status, ttl, now in items:
+                expires = now + ttl
+                pipe.hset(f"{self.p}:s:{uid}", actor, f"{status}|{expires}")
+                pipe.zadd(f"{self.p}:due", {f"{uid}|{actor}": expires})
+                pipe.set(f"{self.p}:ls:{uid}", 1, nx=True, ex=60)
+                pipe.hgetall(f"{self.p}:s:{uid}")
+                pipe.exists(f"{self.p}:d:{uid}")
+            results = await pipe.execute()
+        out = []
+        for i, (_, _, _, _, now) in enumerate(items):
+            _, _, due, raw, dnd = results[5 * i : 5 * i + 5]
+            out.append((bool(due), rules.presence_aggregate(sessions=_sessions(raw), dnd=bool(dnd), now=now)))
+        return out
 
     async def session_drop(self, uid: int, actor: str, *, grace: float) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -70,18 +105,22 @@ class RedisPresenceStore:
             pipe.hgetall(f"{self.p}:s:{uid}")
             pipe.exists(f"{self.p}:d:{uid}")
             raw, dnd = await pipe.execute()
-        sessions = {}
-        for actor, value in raw.items():
-            status, _, expires = value.decode().partition("|")
-            sessions[actor.decode()] = (status, float(expires))
-        return rules.presence_aggregate(sessions=sessions, dnd=bool(dnd), now=now)
+        return rules.presence_aggregate(sessions=_sessions(raw), dnd=bool(dnd), now=now)
 
     async def statuses(self, uids: list[int], *, now: float) -> dict[int, str]:
         return {uid: await self.status(uid, now=now) for uid in uids}
 
     async def announce(self, uid: int, status: str) -> bool:
-        """Record the announced status; True when it differs from the last one."""
-        return bool(await self.redis.eval(_ANNOUNCE, 1, f"{self.p}:last", uid, status))
+        """Record the announced status; True when it differs from the last one.
+        Those of the same moment share one pipeline."""
+        return await self._announcing.submit((uid, status))
+
+    async def _announce_many(self, items: list[tuple[int, str]]) -> list[bool | BaseException]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for uid, status in items:
+                pipe.eval(_ANNOUNCE, 1, f"{self.p}:last", uid, status)
+            results = await pipe.execute(raise_on_error=False)
+        return [r if isinstance(r, BaseException) else bool(r) for r in results]
 
     async def sweep(self, *, now: float) -> set[int]:
         """Users whose expired sessions or grace periods this process takes over."""
@@ -145,6 +184,10 @@ class MemoryPresenceStore:
 
     async def session_set(self, uid: int, actor: str, status: str, *, ttl: float) -> None:
         self.sessions.setdefault(uid, {})[actor] = (status, time.time() + ttl)
+
+    async def enter(self, uid: int, actor: str, status: str, *, ttl: float, now: float) -> tuple[bool, str]:
+        self.sessions.setdefault(uid, {})[actor] = (status, now + ttl)
+        return await self.last_seen_due(uid), await self.status(uid, now=now)
 
     async def session_drop(self, uid: int, actor: str, *, grace: float) -> None:
         self.sessions.get(uid, {}).pop(actor, None)

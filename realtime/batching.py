@@ -16,6 +16,10 @@ batch of cursor moves are published together there); an exception from it
 also fails every item of the batch. One batcher per event loop (a
 connection, and a future, belongs to its loop): `Batcher.for_loop()` makes
 it on first use.
+
+With `in_thread=False`, `work` is a coroutine function run on the event
+loop itself: the same grouping for I/O that has an asyncio client (one Redis
+pipeline for the requests of many sessions instead of one round trip each).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ Result = TypeVar("Result")
 
 
 class Batcher(Generic[Item, Result]):
-    """Runs `work` on lists of items, at most `concurrency` calls at a time."""
+    """Runs `work` on lists of items, at most `concurrency` calls at a time
+    (in the thread pool, or on the loop when `in_thread` is False)."""
 
     def __init__(
         self,
@@ -39,9 +44,10 @@ class Batcher(Generic[Item, Result]):
         *,
         max_items: int = 200,
         concurrency: int = 1,
+        in_thread: bool = True,
         after: Callable[[list[Item], Sequence[Result | BaseException]], Awaitable[None]] | None = None,
     ) -> None:
-        self.work = database_sync_to_async(work, thread_sensitive=False)
+        self.work = database_sync_to_async(work, thread_sensitive=False) if in_thread else work
         self.after = after
         self.max_items = max_items
         self.concurrency = concurrency

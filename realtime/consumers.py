@@ -13,8 +13,9 @@ common case (the next `seq` of a channel with a baseline, an edit, a
 receipt) is handled right in the hub's call, without a task switch.
 
 Everything it sends goes through a bounded outbox drained by one writer
-(run in the queuing call, a task only while the socket makes it wait), so a client that stops reading costs at most `OUTBOUND_BUFFER` frames
-before it is closed with 4409 (its session stays resumable).
+(run in the queuing call, a task only while the socket makes it wait), so
+a client that stops reading costs at most `OUTBOUND_BUFFER` frames before
+it is closed with 4409 (its session stays resumable).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from messaging.wire import history_result, message_frame
 from presence.session import PresenceSession
 
 from . import frames
-from .auth import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, TokenCheck, token_check_async, token_user_check
+from .auth import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, TokenCheck, token_check_async, token_users_check
 from .batching import LoopBatcher
 from .eager import run_eagerly
 from .limits import TokenBucket
@@ -70,17 +71,25 @@ def db(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return database_sync_to_async(func, thread_sensitive=False)
 
 
-def connect_reads(*, check: TokenCheck, names: list[str]) -> tuple[TokenCheck, dict[str, int]]:
-    """All a connect reads from the database, in one thread hop: the token's
+def connect_reads_many(items: list[tuple[TokenCheck, list[str]]]) -> list[tuple[TokenCheck, dict[str, int]]]:
+    """All the connects of a burst read from the database, in one thread hop
+    and two queries: for each (decoded token, channel names), the token's
     user (4401 / 4403 when unknown or inactive) and the `last_seq` of the
     channels it receives without subscribing."""
-    check = token_user_check(check)
-    return check, (selectors.last_seqs_named(names=names) if check.user is not None else {})
+    checks = token_users_check([check for check, _ in items])
+    names = sorted({name for check, (_, wanted) in zip(checks, items, strict=True) if check.user for name in wanted})
+    seqs = selectors.last_seqs_named(names=names) if names else {}
+    return [
+        (check, {name: seqs[name] for name in wanted} if check.user is not None else {})
+        for check, (_, wanted) in zip(checks, items, strict=True)
+    ]
 
 
-connect_reads_async = db(connect_reads)
-direct_send = db(services.direct_send)
-message_send = db(services.message_send)
+# The connects of a moment share one call (`realtime.batching`).
+connect_reads = LoopBatcher(connect_reads_many)
+# Every send of the process made while the previous batch was being stored
+# goes into the next one: one thread-pool call and one transaction per batch.
+sends_store = LoopBatcher(services.messages_send)
 channel_for_write = db(services.channel_for_write)
 channel_readable = db(selectors.channel_readable)
 channel_last_seq = db(selectors.channel_last_seq)
@@ -188,7 +197,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         for group in (self.channel_name, user_group(uid), BROADCAST_GROUP):
             await self.group_join(group)
         auto = [str(BROADCAST), str(system_channel(uid))]
-        check, auto_seqs = await connect_reads_async(check=check, names=auto)
+        check, auto_seqs = await connect_reads.submit((check, auto))
         if check.close_code:
             for group in list(self.joined):
                 await self.group_leave(group)
@@ -211,12 +220,18 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.outbox: deque[str] | None = None
         self.room: asyncio.Future[None] | None = None  # a replay waiting for room
 
-        if not await self.store.user_enter(
-            self.user.pk, self.channel_name, limit=chat["MAX_CONNECTIONS_PER_USER"], ttl=self.live_ttl
-        ):
+        limit = chat["MAX_CONNECTIONS_PER_USER"]
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        requested = (query.get("session") or [""])[0]
+        if requested:
+            admitted = await self.store.user_enter(self.user.pk, self.channel_name, limit=limit, ttl=self.live_ttl)
+            state = await self.session_attach(requested) if admitted else None
+        else:
+            # The common case: a new session, admitted and stored in one round trip.
+            admitted, state = await self.session_start(limit=limit), None
+        if not admitted:
             await self.close(code=CLOSE_TOO_MANY)
             return
-        state = await self.session_attach()
         backlog = await self.session_restore(state) if state is not None else []
         self.baselines_auto(auto_seqs, skip={m.channel.name for m in backlog})
         await self.push(
@@ -279,18 +294,29 @@ class SessionConsumer(AsyncWebsocketConsumer):
         """How long state of a live session is kept without a refresh."""
         return self.resume_window + 3 * self.heartbeat
 
-    async def session_attach(self) -> Any:
-        """Resume `?session=` if it is this user's and not expired, else start one.
+    async def session_start(self, *, limit: int) -> bool:
+        """A new session: admitted under the user's connection limit and
+        stored, in one store call. False (nothing stored) when over the limit."""
+        self.session_id = session_id_new()
+        self.session_created: float = time.time()
+        admitted = await self.store.enter_create(
+            self.session_id, user_id=self.user.pk, owner=self.channel_name, limit=limit, ttl=self.live_ttl
+        )
+        if not admitted:
+            self.session_id = ""  # nothing to release on disconnect
+        return admitted
+
+    async def session_attach(self, requested: str) -> Any:
+        """Resume session `requested` if it is this user's and not expired,
+        else start one (the user is admitted already).
 
         Returns the resumed state or None. An actor that still holds the
         resumed session elsewhere is told to close.
         """
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
-        requested = (query.get("session") or [""])[0]
-        state = await self.store.load(requested) if requested else None
+        state = await self.store.load(requested)
         if state is not None and state.user_id == self.user.pk:
             self.session_id = requested
-            self.session_created: float = state.created
+            self.session_created = state.created
             previous = await self.store.claim(requested, owner=self.channel_name, ttl=self.live_ttl)
             if previous and previous != self.channel_name:
                 await fanout.publish(previous, {"type": "session.close", "code": CLOSE_TAKEN_OVER})
@@ -518,22 +544,19 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self.push(frames.ok(frame.ref, expires_at=int(check.expires_at)))
 
     async def on_direct(self, frame: frames.Direct) -> None:
-        self.rate_check()
-        message, created = await direct_send(sender=self.user, to=frame.to, body=frame.body, client_id=frame.client_id)
-        await self.answer_sent(frame, message, created)
+        await self.send_stored(frame, services.SendRequest(self.user, frame.body, frame.client_id, to=frame.to))
 
     async def on_publish(self, frame: frames.Publish) -> None:
-        self.rate_check()
-        message, created = await message_send(
-            sender=self.user, name=frames.channel_of(frame), body=frame.body, client_id=frame.client_id
-        )
-        await self.answer_sent(frame, message, created)
+        name = frames.channel_of(frame)
+        await self.send_stored(frame, services.SendRequest(self.user, frame.body, frame.client_id, name=name))
 
     async def on_broadcast(self, frame: frames.Broadcast) -> None:
+        name = ChannelName(Kind.BROADCAST)
+        await self.send_stored(frame, services.SendRequest(self.user, frame.body, frame.client_id, name=name))
+
+    async def send_stored(self, frame: frames.Frame, request: services.SendRequest) -> None:
         self.rate_check()
-        message, created = await message_send(
-            sender=self.user, name=ChannelName(Kind.BROADCAST), body=frame.body, client_id=frame.client_id
-        )
+        message, created = await sends_store.submit(request)
         await self.answer_sent(frame, message, created)
 
     async def on_subscribe(self, frame: frames.Subscribe) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
+from .batching import LoopBatcher
 from .redis_clients import LoopRedis
 
 
@@ -42,6 +43,7 @@ class SessionStore(Protocol):
     async def ack_forget(self, sid: str, channel: str) -> None: ...
     async def user_enter(self, user_id: int, sid: str, *, limit: int, ttl: float) -> bool: ...
     async def user_leave(self, user_id: int, sid: str) -> None: ...
+    async def enter_create(self, sid: str, *, user_id: int, owner: str, limit: int, ttl: float) -> bool: ...
 
 
 # --- Redis ----------------------------------------------------------------------
@@ -66,15 +68,25 @@ if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
 end
 """
 # Drop expired entries, then admit while under the limit.
-_ENTER = """
+_ADMIT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
   return 0
 end
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
+"""
+_ENTER = _ADMIT + "return 1"
+# Admitted, then `create` of session KEYS[2] (owner ARGV[1]): a new session's
+# start in one round trip; a refused one creates nothing.
+_ENTER_CREATE = (
+    _ADMIT
+    + """
+redis.call('HSET', KEYS[2], 'user', ARGV[6], 'created', ARGV[7], 'owner', ARGV[1], 'topics', '[]')
+redis.call('PEXPIRE', KEYS[2], ARGV[8])
 return 1
 """
+)
 
 
 class AckPipeline:
@@ -129,6 +141,8 @@ class RedisSessionStore:
         self.url = url
         self.prefix = prefix
         self._redis = LoopRedis(url, max_connections=512)
+        # The new sessions of a connect burst: one pipeline, not a round trip each.
+        self._entering = LoopBatcher(self._enter_create_many, in_thread=False)
         self._acks: dict[asyncio.AbstractEventLoop, AckPipeline] = {}
 
     @property
@@ -204,6 +218,24 @@ class RedisSessionStore:
 
     async def user_leave(self, user_id: int, sid: str) -> None:
         await self.redis.zrem(self._u(user_id), sid)
+
+    async def enter_create(self, sid: str, *, user_id: int, owner: str, limit: int, ttl: float) -> bool:
+        """`user_enter(user_id, owner)` and, if admitted, `create(sid)`: one
+        script (nothing is created for a refused session), run in one
+        pipeline with those of the other connects of the moment."""
+        return await self._entering.submit((sid, user_id, owner, limit, ttl))
+
+    async def _enter_create_many(self, items: list[tuple[str, int, str, int, float]]) -> list[bool | BaseException]:
+        now = time.time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid, user_id, owner, limit, ttl in items:
+                ms = int(ttl * 1000)
+                pipe.eval(
+                    _ENTER_CREATE, 2, self._u(user_id), self._s(sid), owner, limit, now, now + ttl, ms + 1000,
+                    user_id, repr(now), ms,
+                )  # fmt: skip
+            results = await pipe.execute(raise_on_error=False)
+        return [r if isinstance(r, BaseException) else bool(r) for r in results]
 
 
 # --- In memory (embedded default, one process) ---------------------------------------
@@ -283,6 +315,12 @@ class MemorySessionStore:
 
     async def user_leave(self, user_id: int, sid: str) -> None:
         self.users.get(user_id, {}).pop(sid, None)
+
+    async def enter_create(self, sid: str, *, user_id: int, owner: str, limit: int, ttl: float) -> bool:
+        if not await self.user_enter(user_id, owner, limit=limit, ttl=ttl):
+            return False
+        await self.create(sid, user_id=user_id, owner=owner, ttl=ttl)
+        return True
 
 
 _store: list[SessionStore] = []

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -169,5 +170,68 @@ async def test_a_join_waits_for_the_subscription_and_gives_up_without_redis(sett
         with pytest.raises(TimeoutError):
             await hub.join("g", Recorder())
         assert "g" not in hub.groups
+    finally:
+        await hub.stop()
+
+
+@needs_redis
+async def test_publishes_made_together_go_in_one_pipeline_in_order():
+    hub = FanoutHub()
+    hub.start()
+    a, b = Recorder(), Recorder()
+    try:
+        await hub.join("g1", a)
+        await hub.join("g2", b)
+        before = hub.pipelines
+        await asyncio.gather(
+            *(hub.publish("g1" if i % 2 else "g2", {"type": "chat.event", "text": f"t{i}"}) for i in range(10))
+        )
+        assert hub.pipelines == before + 1
+        got_a = [(await next_event(a))["text"] for _ in range(5)]
+        got_b = [(await next_event(b))["text"] for _ in range(5)]
+        assert got_a == ["t1", "t3", "t5", "t7", "t9"] and got_b == ["t0", "t2", "t4", "t6", "t8"]
+    finally:
+        await hub.stop()
+
+
+@needs_redis
+async def test_a_failed_pipeline_fails_its_publishers_and_the_next_one_is_sent():
+    hub = FanoutHub()
+    hub.start()
+    member = Recorder()
+    try:
+        await hub.join("g", member)
+        working = hub.publisher
+        hub.publisher = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+        results = await asyncio.gather(
+            *(hub.publish("g", {"type": "chat.event", "text": str(i)}) for i in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, redis.exceptions.ConnectionError) for r in results), results
+        await hub.publisher.aclose()
+        hub.publisher = working
+        await hub.publish("g", {"type": "chat.event", "text": "after"})
+        assert (await next_event(member))["text"] == "after"
+        assert hub.outgoing == [] and not hub.sending
+    finally:
+        await hub.stop()
+
+
+@needs_redis
+async def test_a_cancelled_pipeline_cancels_its_publishers():
+    """The loop shutting down while a pipeline is on its way: nobody waits forever."""
+    hub = FanoutHub()
+    hub.start()
+    try:
+        loop = asyncio.get_running_loop()
+        waiting = [loop.create_future() for _ in range(3)]
+        hub.outgoing = [(pack("g", {"type": "chat.event", "text": str(i)}), f) for i, f in enumerate(waiting)]
+        hub.sending = True
+        sender = asyncio.create_task(hub.send_outgoing())
+        await asyncio.sleep(0)  # it is waiting for Redis now
+        sender.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sender
+        assert all(f.cancelled() for f in waiting)
+        assert not hub.sending
     finally:
         await hub.stop()

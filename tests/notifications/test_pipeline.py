@@ -573,3 +573,51 @@ def test_a_claimed_delivery_is_left_alone_until_the_claim_runs_out(make_user: An
     assert pipeline.delivery_try(delivery_id=delivery_id, now=now + timedelta(seconds=41)).outcome == "sent"
     assert Delivery.objects.get(pk=delivery_id).claimed_until is None
     assert len(push_server.at("/hook")) == 1
+
+
+# --- One hand-over per stored batch --------------------------------------------
+
+
+def test_a_stored_batch_hands_its_messages_over_once(
+    make_user: Any, push_server: Any, tasks: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from messaging.channels import BROADCAST
+    from messaging.services import SendRequest, messages_send
+
+    ann, bob, carol, staff = make_user("ann"), make_user("bob"), make_user("carol"), make_user("mod", is_staff=True)
+    webhook(bob, push_server, "/bob")
+    webhook(carol, push_server, "/carol")
+    with django_capture_on_commit_callbacks(execute=True):
+        outcomes = messages_send(
+            [
+                SendRequest(ann, "one", to="bob"),
+                SendRequest(staff, "to everyone", name=BROADCAST),
+                SendRequest(ann, "two", to="carol"),
+                SendRequest(ann, "lost", to="nobody"),
+                SendRequest(carol, "three", to="bob"),
+            ]
+        )
+    stored = [o[0] for o in outcomes if not isinstance(o, Exception)]
+    # One task for the batch, with the ids of its non-broadcast messages in order.
+    [(task, args, countdown)] = tasks.scheduled
+    assert (task.name, countdown) == (ntasks.messages_notify.name, 0.0)
+    assert args == ([stored[0].pk, stored[2].pk, stored[3].pk],)
+    tasks.run()
+    assert [n.message_id for n in notes(bob)] == [stored[0].pk, stored[3].pk]
+    assert [n.message_id for n in notes(carol)] == [stored[2].pk]
+    assert len(push_server.at("/bob")) == 2 and len(push_server.at("/carol")) == 1
+    # Redelivered by the broker: nothing new.
+    assert ntasks.messages_notify.apply(args=args).get() == 0
+    assert Notification.objects.count() == 3
+
+
+def test_a_batch_of_broadcasts_hands_nothing_over(
+    make_user: Any, tasks: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from messaging.channels import BROADCAST
+    from messaging.services import SendRequest, messages_send
+
+    staff = make_user("mod", is_staff=True)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        messages_send([SendRequest(staff, "a", name=BROADCAST), SendRequest(staff, "b", name=BROADCAST)])
+    assert callbacks == [] and tasks.scheduled == []

@@ -6,6 +6,7 @@ wait for an offline shorten PRESENCE_GRACE with `chat_settings`.
 """
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -128,6 +129,26 @@ async def test_a_change_is_pushed_once_and_a_second_session_pushes_nothing(auser
         event = await presence_event(w, EVENT_WAIT)
         assert event["status"] == "offline"
         assert await w.nothing(1.1)  # announced once
+
+
+async def test_users_connecting_at_once_are_each_announced_once_with_their_last_seen(auser):
+    """Their presence enters, announces and publishes share batches; each
+    user's own event still comes, once, with that user's last_seen."""
+    watcher, bob, carol = await auser(), await auser(), await auser()
+    await dm_make(watcher, bob)
+    await dm_make(watcher, carol)
+    async with ws_session(watcher) as w:
+        await watch(w, [bob.pk, carol.pk])
+        async with contextlib.AsyncExitStack() as stack:
+            await asyncio.gather(*(stack.enter_async_context(ws_session(u)) for u in (bob, carol)))
+            events = [await presence_event(w), await presence_event(w)]
+            assert sorted((e["user"]["id"], e["status"]) for e in events) == sorted(
+                [(bob.pk, "online"), (carol.pk, "online")]
+            )
+            for event in events:
+                stored = await last_seen_of(bob if event["user"]["id"] == bob.pk else carol)
+                assert event["last_seen"] == iso_utc(stored)
+            assert await w.nothing(0.5)
 
 
 # --- multi-device, grace, away, dnd ------------------------------------------------------------

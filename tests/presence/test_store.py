@@ -3,6 +3,7 @@
 Times are passed in (`now=`) where the store takes them, so nothing sleeps.
 """
 
+import asyncio
 import itertools
 import time
 import uuid
@@ -232,3 +233,39 @@ async def test_last_seen_due_once_a_minute_per_user(store):
         await store.redis.delete(f"{store.p}:ls:{uid}")  # what its expiry does after 60 s
     assert await store.last_seen_due(uid) is True
     assert await store.last_seen_due(uid) is False
+
+
+# --- a session's start ---------------------------------------------------------------------------------
+
+
+async def test_enter_sets_the_session_and_answers_last_seen_due_and_the_status(store):
+    uid = uid_new()
+    now = time.time()
+    assert await store.enter(uid, "actor-a", AWAY, ttl=LONG, now=now) == (True, AWAY)
+    # The second session: last_seen was just due; the aggregate counts both.
+    assert await store.enter(uid, "actor-b", ONLINE, ttl=LONG, now=now) == (False, ONLINE)
+    assert await store.status(uid, now=now) == ONLINE
+    # Each entered session expires like one set by `session_set`.
+    assert await store.status(uid, now=now + LONG + 1) == OFFLINE
+    assert await store.sweep(now=now + LONG + 1) == {uid}
+
+
+async def test_enter_of_a_user_who_chose_dnd_is_dnd(store):
+    uid = uid_new()
+    await store.dnd_set(uid, True)
+    assert await store.enter(uid, "actor-a", ONLINE, ttl=LONG, now=time.time()) == (True, DND)
+
+
+async def test_enters_and_announces_of_the_same_moment_each_get_their_own_answer(store):
+    """(The Redis store runs them in one pipeline each.)"""
+    ann, bob = uid_new(), uid_new()
+    await store.dnd_set(bob, True)
+    now = time.time()
+    entered = await asyncio.gather(
+        store.enter(ann, "actor-a", AWAY, ttl=LONG, now=now),
+        store.enter(bob, "actor-a", ONLINE, ttl=LONG, now=now),
+        store.enter(ann, "actor-b", AWAY, ttl=LONG, now=now),
+    )
+    assert entered == [(True, AWAY), (True, DND), (False, AWAY)]
+    announced = await asyncio.gather(store.announce(ann, AWAY), store.announce(bob, DND), store.announce(ann, AWAY))
+    assert announced == [True, True, False]

@@ -148,3 +148,19 @@ async def test_work_runs_in_a_thread_with_the_database():
     assert outcomes[:3] == ["batch0", "batch1", "batch2"]
     assert isinstance(outcomes[3], LookupError)
     assert batcher.for_loop() is batcher.for_loop()
+
+
+async def test_async_work_runs_on_the_loop_with_the_same_grouping():
+    calls = []
+
+    async def work(items):
+        calls.append(list(items))
+        await asyncio.sleep(0)
+        return [ValueError(f"bad {item}") if item < 0 else item + 1 for item in items]
+
+    batcher = Batcher(work, in_thread=False)
+    results = await asyncio.gather(*(batcher.submit(i) for i in (1, -2, 3)), return_exceptions=True)
+    assert results[0] == 2 and results[2] == 4
+    assert isinstance(results[1], ValueError) and str(results[1]) == "bad -2"
+    assert calls == [[1, -2, 3]]
+    assert await LoopBatcher(work, in_thread=False).submit(5) == 6

@@ -1,6 +1,7 @@
 """The session actor's connection life: greeting, tokens, Origin, heartbeat, bans."""
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -90,6 +91,39 @@ async def test_inactive_user_closes_4403(auser):
     banned = await auser(is_active=False)
     async with ws_session(banned, expect_welcome=False) as s:
         assert await s.closed() == 4403
+
+
+async def test_a_user_deactivated_or_deleted_after_a_connect_is_refused_at_the_next(auser):
+    """The user check is read from the database at every connect (no cache):
+    a bulk update, which sends no signal, counts at once too."""
+    from django.contrib.auth import get_user_model
+
+    ann, bob = await auser(), await auser()
+    async with ws_session(ann), ws_session(bob):
+        pass
+    await sync_to_async(get_user_model().objects.filter(pk=ann.pk).update)(is_active=False)
+    async with ws_session(ann, expect_welcome=False) as s:
+        assert await s.closed() == 4403
+    token = token_for(bob)
+    await sync_to_async(bob.delete)()
+    async with ws_session(token=token, expect_welcome=False) as s:
+        assert await s.closed() == 4401
+
+
+async def test_connects_at_once_are_each_answered_for_their_own_user(auser):
+    """Concurrent connects share one database call; each still gets its own
+    verdict: welcome, 4403 (inactive), 4401 (deleted)."""
+    ok, banned, gone = await auser(), await auser(is_active=False), await auser()
+    gone_token = token_for(gone)
+    await sync_to_async(gone.delete)()
+
+    async def outcome(token):
+        async with ws_session(token=token, expect_welcome=False) as s:
+            out = await s.comm.receive_output(5)
+            return json.loads(out["text"])["user"]["id"] if out["type"] == "websocket.send" else out["code"]
+
+    results = await asyncio.gather(outcome(token_for(ok)), outcome(token_for(banned)), outcome(gone_token))
+    assert results == [ok.pk, 4403, 4401]
 
 
 async def test_bearer_header_token(auser):

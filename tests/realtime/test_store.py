@@ -195,6 +195,49 @@ async def test_user_entries_expire_after_their_ttl(store):
     assert not await store.user_enter(1, "d", limit=2, ttl=LONG)
 
 
+# --- a new session's start in one call -------------------------------------------------------
+
+
+async def test_enter_create_admits_and_creates_the_session(store):
+    sid = sid_new()
+    assert await store.enter_create(sid, user_id=7, owner="actor-a", limit=2, ttl=LONG)
+    state = await store.load(sid)
+    assert (state.user_id, state.owner, state.topics, state.acked) == (7, "actor-a", [], {})
+    # It counts towards the user's limit like `user_enter`...
+    assert await store.user_enter(7, "actor-b", limit=2, ttl=LONG)
+    assert not await store.user_enter(7, "actor-c", limit=2, ttl=LONG)
+    # ...and leaves like it.
+    await store.user_leave(7, "actor-a")
+    assert await store.user_enter(7, "actor-c", limit=2, ttl=LONG)
+
+
+async def test_enter_create_over_the_limit_creates_nothing(store):
+    assert await store.user_enter(8, "actor-a", limit=1, ttl=LONG)
+    sid = sid_new()
+    assert not await store.enter_create(sid, user_id=8, owner="actor-b", limit=1, ttl=LONG)
+    assert await store.load(sid) is None
+
+
+async def test_a_session_from_enter_create_expires_after_its_ttl(store):
+    sid = sid_new()
+    assert await store.enter_create(sid, user_id=9, owner="actor-a", limit=2, ttl=SHORT)
+    assert await store.load(sid) is not None
+    await asyncio.sleep(PAST_SHORT)
+    assert await store.load(sid) is None
+    # The user's entry expired with it: its place is free.
+    assert await store.user_enter(9, "actor-b", limit=1, ttl=LONG)
+
+
+async def test_enter_creates_of_the_same_moment_each_get_their_own_answer(store):
+    """(The Redis store runs them in one pipeline.) The limit counts in order."""
+    sids = [sid_new() for _ in range(3)]
+    admitted = await asyncio.gather(
+        *(store.enter_create(sid, user_id=10, owner=f"actor-{i}", limit=2, ttl=LONG) for i, sid in enumerate(sids))
+    )
+    assert admitted == [True, True, False]
+    assert [await store.load(sid) is not None for sid in sids] == [True, True, False]
+
+
 async def test_acks_made_together_go_in_one_pipeline_each_error_to_its_caller():
     """Acks of many sessions asked for at once: one pipeline; a session key
     that is not a hash (a broken key) fails only its own ack."""
