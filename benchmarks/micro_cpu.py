@@ -19,12 +19,15 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from messaging import services
+from messaging.channels import topic_channel
 from tests.conftest import auser, chat_settings, fast_passwords, make_user, token_for, ws_session  # noqa: F401
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
 
 CONNECTS = 600
 ACKS = 400
+READERS = 200
+ROUNDS = 5
 
 
 async def test_cpu_per_connect(auser):
@@ -55,6 +58,38 @@ async def test_cpu_per_received(auser, chat_settings, interval):
             await b.request({"type": "received", "channel": dm, "seq": 1 + i * 19 // ACKS})
         cpu = time.process_time() - cpu
     print(f"\nACK_INTERVAL={interval}: CPU per received {cpu / ACKS * 1000:.3f} ms")
+
+
+async def test_cpu_per_received_of_many_sessions(auser, chat_settings):
+    """READERS sessions of a topic each send `received` at once, ROUNDS times
+    (every one moves its cursor and sends a receipt to the author): the fan-out
+    with acks, where a process's sessions ack together."""
+    import asyncio
+    import contextlib
+
+    chat_settings(ACK_INTERVAL=0)
+    ann = await auser()
+    readers = [await auser() for _ in range(READERS)]
+    for i in range(ROUNDS + 1):
+        await sync_to_async(services.message_send)(sender=ann, name=topic_channel("hall"), body=f"m{i}")
+    async with contextlib.AsyncExitStack() as stack:
+        author = await stack.enter_async_context(ws_session(ann))
+        sessions = [await stack.enter_async_context(ws_session(r)) for r in readers]
+        for s in sessions:  # the first ack of each session (creates its cursor row) is not counted
+            await s.request({"type": "received", "channel": "topic:hall", "seq": 1})
+        for _ in sessions:  # their receipts
+            assert (await author.recv(30))["type"] == "receipt"
+        cpu, wall = time.process_time(), time.perf_counter()
+        for seq in range(2, ROUNDS + 2):
+            for s in sessions:
+                await s.send({"type": "received", "channel": "topic:hall", "seq": seq, "ref": f"r{seq}"})
+            answers = await asyncio.gather(*(s.recv(30) for s in sessions))
+            assert all(a["type"] == "ok" and a["delivered_seq"] == seq for a in answers), answers[0]
+            receipts = [await author.recv(30) for _ in sessions]
+            assert all(r["type"] == "receipt" for r in receipts)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    acks = READERS * ROUNDS
+    print(f"\n{READERS} sessions x {ROUNDS} rounds: CPU per received {cpu / acks * 1000:.3f} ms; wall {wall:.2f} s")
 
 
 STORE_SENDERS = 200

@@ -579,6 +579,7 @@ async def scenario_fanout(servers: ServerGroup, target: Target, args: argparse.N
             count = max(1, round(rate * args.sweep_duration))
             rec.expect(count * s_count)
             phase = Phase(servers)
+            acks_before = upkeep.acks_sent
             start = time.monotonic() + 0.05
             rec.first_send = start
             for i in range(count):
@@ -594,12 +595,14 @@ async def scenario_fanout(servers: ServerGroup, target: Target, args: argparse.N
                 "offered_deliveries_per_s": rate * s_count,
                 **rec.summary(expected),
                 "closed_during_run": unexpected_closes(subscribers),
+                # `received` frames the subscribers sent during the phase (0 with --ack-every 0).
+                "acks_sent": upkeep.acks_sent - acks_before,
                 "phase": phase.figures(),
             }
             points.append(point)
             print(
                 f"    fanout {s_count} subs x {rate:g}/s: {point['deliveries_per_s']:.0f} deliveries/s, "
-                f"p50 {point['p50_ms']} p99 {point['p99_ms']} ms, lost {point['lost']}",
+                f"p50 {point['p50_ms']} p99 {point['p99_ms']} ms, lost {point['lost']}, acks {point['acks_sent']}",
                 flush=True,
             )
             if (point["p99_ms"] or 0) > args.sweep_stop_ms or point["lost"] > 0:

@@ -92,6 +92,13 @@ def channel_event_publish_on_commit(channel_name: str, frame: dict[str, Any]) ->
 
 
 async def group_frames_publish(pairs: list[tuple[str, dict[str, Any]]]) -> None:
-    """Send each frame to its group (receipts to their users)."""
+    """Send each frame to its group (receipts to their users), all in one
+    round trip; a frame sent to several groups is encoded once."""
+    events: dict[int, dict[str, Any]] = {}
+    sends = []
     for group, frame in pairs:
-        await fanout.publish(group, frame_event(frame))
+        event = events.get(id(frame))
+        if event is None:
+            event = events[id(frame)] = frame_event(frame)
+        sends.append((group, event))
+    await fanout.publish_many(sends)

@@ -151,6 +151,17 @@ class FanoutHub:
         finally:
             self.sending = False
 
+    async def publish_many(self, sends: list[tuple[str, dict[str, Any]]]) -> None:
+        """Several group sends in one round trip (one pipeline of PUBLISHes)."""
+        if self.publisher is None:
+            for group, event in sends:
+                self.deliver(group, event)
+            return
+        async with self.publisher.pipeline(transaction=False) as pipe:
+            for group, event in sends:
+                pipe.publish(self.channel, pack(group, event))
+            await pipe.execute()
+
     def deliver(self, group: str, event: dict[str, Any]) -> None:
         members = self.groups.get(group)
         if not members:
@@ -248,6 +259,11 @@ def fanout_hub() -> FanoutHub:
 async def publish(group: str, event: dict[str, Any]) -> None:
     """Send an event to every session in the group, in every process."""
     await fanout_hub().publish(group, event)
+
+
+async def publish_many(sends: list[tuple[str, dict[str, Any]]]) -> None:
+    """`publish` of several (group, event) pairs, in one round trip to Redis."""
+    await fanout_hub().publish_many(sends)
 
 
 _sync_client: dict[str, redis.Redis] = {}

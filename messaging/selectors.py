@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -11,7 +12,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
 
 from .channels import ChannelName, Kind
-from .errors import BadRequest, Forbidden, NotFound
+from .errors import BadRequest, ChatError, Forbidden, NotFound
 from .models import Channel, ChannelMember, Message
 
 User = get_user_model()
@@ -26,14 +27,22 @@ def user_resolve(*, ref: int | str) -> AbstractBaseUser:
         raise NotFound(f"no user {ref!r}") from None
 
 
-def channel_may_read(*, user: AbstractBaseUser, name: ChannelName, channel: Channel | None) -> bool:
-    """The read rule of protocol section 3 (staff get nothing extra)."""
+def channel_may_read(
+    *, user: AbstractBaseUser, name: ChannelName, channel: Channel | None, members: set[tuple[int, int]] | None = None
+) -> bool:
+    """The read rule of protocol section 3 (staff get nothing extra).
+
+    `members`: (channel id, user id) memberships read beforehand for a batch
+    (`channels_readable`); without it a private topic costs a query.
+    """
     if name.kind is Kind.BROADCAST:
         return True
     if name.kind is not Kind.TOPIC:
         return user.pk in name.members()
     if channel is None or not channel.is_private:
         return True
+    if members is not None:
+        return (channel.pk, user.pk) in members
     return ChannelMember.objects.filter(channel=channel, user=user).exists()
 
 
@@ -53,6 +62,38 @@ def channel_readable(*, user: AbstractBaseUser, name: ChannelName) -> Channel | 
     if channel is None and name.kind is Kind.TOPIC:
         raise NotFound(f"no topic {name.topic!r}")
     return channel
+
+
+def channels_readable(*, asks: Sequence[tuple[AbstractBaseUser, ChannelName]]) -> list[Channel | None | ChatError]:
+    """`channel_readable` for many (user, name) pairs in at most two queries.
+
+    One outcome per pair, in order: the channel, None, or the `Forbidden` /
+    `NotFound` that `channel_readable` would raise (for that pair's caller
+    only). The channels are read fresh, `last_seq` included.
+    """
+    channels = {c.name: c for c in Channel.objects.filter(name__in={str(name) for _, name in asks})}
+    private = {
+        (channel.pk, user.pk)
+        for user, name in asks
+        if name.kind is Kind.TOPIC and (channel := channels.get(str(name))) is not None and channel.is_private
+    }
+    members: set[tuple[int, int]] = set()
+    if private:
+        members = set(
+            ChannelMember.objects.filter(
+                channel_id__in={c for c, _ in private}, user_id__in={u for _, u in private}
+            ).values_list("channel_id", "user_id")
+        )
+    outcomes: list[Channel | None | ChatError] = []
+    for user, name in asks:
+        channel = channels.get(str(name))
+        if not channel_may_read(user=user, name=name, channel=channel, members=members):
+            outcomes.append(Forbidden(f"you may not read {name}"))
+        elif channel is None and name.kind is Kind.TOPIC:
+            outcomes.append(NotFound(f"no topic {name.topic!r}"))
+        else:
+            outcomes.append(channel)
+    return outcomes
 
 
 @dataclass(frozen=True, slots=True)

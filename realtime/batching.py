@@ -10,8 +10,12 @@ turn of the event loop; under load the batch grows instead of the queue.
 `work(items)` runs in a worker thread and returns one outcome per item, in
 order: a result, or an exception instance that is raised to that item's
 caller only. An exception escaping `work` itself fails every item of the
-batch. One batcher per event loop (a connection, and a future, belongs to
-its loop): `Batcher.for_loop()` makes it on first use.
+batch. `after(items, outcomes)`, if given, runs on the event loop once a
+call returned and before its callers hear their outcomes (the receipts of a
+batch of cursor moves are published together there); an exception from it
+also fails every item of the batch. One batcher per event loop (a
+connection, and a future, belongs to its loop): `Batcher.for_loop()` makes
+it on first use.
 
 With `in_thread=False`, `work` is a coroutine function run on the event
 loop itself: the same grouping for I/O that has an asyncio client (one Redis
@@ -21,7 +25,7 @@ pipeline for the requests of many sessions instead of one round trip each).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from channels.db import database_sync_to_async
@@ -41,8 +45,10 @@ class Batcher(Generic[Item, Result]):
         max_items: int = 200,
         concurrency: int = 1,
         in_thread: bool = True,
+        after: Callable[[list[Item], Sequence[Result | BaseException]], Awaitable[None]] | None = None,
     ) -> None:
         self.work = database_sync_to_async(work, thread_sensitive=False) if in_thread else work
+        self.after = after
         self.max_items = max_items
         self.concurrency = concurrency
         self.pending: list[tuple[Item, asyncio.Future[Result]]] = []
@@ -73,9 +79,12 @@ class Batcher(Generic[Item, Result]):
                     continue
                 self.batches += 1
                 try:
-                    outcomes = await self.work([item for item, _ in batch])
+                    items = [item for item, _ in batch]
+                    outcomes = await self.work(items)
                     if len(outcomes) != len(batch):
                         raise RuntimeError(f"batch work returned {len(outcomes)} outcomes for {len(batch)} items")
+                    if self.after is not None:
+                        await self.after(items, outcomes)
                 except Exception as exc:  # noqa: BLE001 - the whole call failed: every caller hears why
                     for _, future in batch:
                         if not future.done():

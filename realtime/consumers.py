@@ -100,11 +100,22 @@ messages_between_named = db(selectors.messages_between_named)
 backlog_for_resume = db(selectors.backlog_for_resume)
 channel_seq_before = db(selectors.channel_seq_before)
 backlog_since = db(selectors.backlog_for_resume)
-cursor_request = db(cursors.cursor_request)
 cursor_join = db(cursors.cursor_join)
 channels_sync = db(cursors.channels_sync)
 message_edit = db(editing.message_edit)
 message_delete = db(editing.message_delete)
+
+
+async def receipts_publish(asks: list[cursors.CursorAsk], outcomes: Any) -> None:
+    """The receipts of a batch of cursor moves, published together."""
+    pairs = [pair for outcome in outcomes if not isinstance(outcome, BaseException) for pair in outcome[1]]
+    if pairs:
+        await group_frames_publish(pairs)
+
+
+# The cursor moves this process's sessions ask for while the previous batch
+# runs: one thread hop, one authorisation, one upsert, one receipt query.
+cursor_batch = LoopBatcher(cursors.cursor_requests, after=receipts_publish)
 
 
 @dataclass(slots=True)
@@ -754,10 +765,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self.push(frames.ok(frame.ref, channel=str(name), delivered_seq=move.delivered, read_seq=move.read))
 
     async def move_cursor(self, name: ChannelName, **seqs: int | None) -> Any:
-        """Authorise and move a cursor (forbidden / not_found), then send receipts."""
-        move, receipts = await cursor_request(user=self.user, name=name, **seqs)
-        if receipts:
-            await group_frames_publish(receipts)
+        """Authorise and move a cursor (forbidden / not_found), receipts sent,
+        in the process's next batch of cursor moves."""
+        move, _ = await cursor_batch.submit(cursors.CursorAsk(self.user, name, **seqs))
         return move
 
     async def on_sync(self, frame: frames.Sync) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from messaging import cursors, editing, services
 from messaging.channels import dm_channel, parse_channel, topic_channel, user_group
@@ -346,3 +347,274 @@ def test_parse_round_trip_of_listed_names(ann: Any, bob: Any) -> None:
     services.system_notice_send(user=bob, body="y")
     for entry in cursors.channels_sync(user=bob):
         assert str(parse_channel(entry["channel"])) == entry["channel"]
+
+
+# --- cursor_requests: the batch of a process -------------------------------------------
+
+
+def ask(user: Any, name: Any, **seqs: int) -> cursors.CursorAsk:
+    return cursors.CursorAsk(user, parse_channel(name) if isinstance(name, str) else name, **seqs)
+
+
+def same_topic_twice(ann: Any, carol: Any, bob: Any) -> None:
+    """topic:one and topic:two with the same authors at the same seqs."""
+    for topic in ("one", "two"):
+        publish(ann, topic, "a1", "a2")
+        publish(carol, topic, "c3", "c4")
+        publish(bob, topic, "b5")
+        publish(ann, topic, "a6")
+
+
+def test_a_batch_answers_as_the_one_by_one_path_does(ann: Any, bob: Any, carol: Any, make_user: Any) -> None:
+    """The same requests, one by one on topic:one and as batches on topic:two:
+    the same cursors, answers and receipts."""
+    dave = make_user("dave")
+    same_topic_twice(ann, carol, bob)
+    rounds = [
+        [(dave, {"delivered": 3}), (bob, {"read": 2}), (carol, {"delivered": 99})],
+        [(dave, {"read": 1}), (bob, {"delivered": 1}), (carol, {"read": 4, "delivered": 6})],
+        [(dave, {"read": 5, "delivered": 2}), (bob, {"read": 6}), (carol, {"delivered": 0})],
+        [(dave, {"read": 4}), (bob, {"read": 9}), (carol, {"read": 6})],
+    ]
+    for requests in rounds:
+        one_by_one = [cursors.cursor_request(user=u, name=topic_channel("one"), **s) for u, s in requests]
+        batched = cursors.cursor_requests([ask(u, "topic:two", **s) for u, s in requests])
+        for (move1, targets1), (move2, targets2) in zip(one_by_one, batched, strict=True):
+            assert (move1.channel, move2.channel) == ("topic:one", "topic:two")
+            assert dataclasses.replace(move1, channel="") == dataclasses.replace(move2, channel="")
+            assert [(g, {**f, "channel": ""}) for g, f in targets1] == [(g, {**f, "channel": ""}) for g, f in targets2]
+    for user in (dave, bob, carol):
+        assert cursor_of(user, "topic:one") == cursor_of(user, "topic:two")
+    assert cursor_of(dave, "topic:two") == (5, 5)
+    assert cursor_of(carol, "topic:two") == (6, 6)
+
+
+def test_a_batch_moves_dm_cursors_and_names_the_other_member(ann: Any, bob: Any, carol: Any) -> None:
+    direct(ann, bob, "one", "two", "three")
+    direct(carol, bob, "hi")
+    ab, bc = str(dm_channel(ann.pk, bob.pk)), str(dm_channel(bob.pk, carol.pk))
+    outcomes = cursors.cursor_requests([ask(bob, ab, delivered=3), ask(bob, bc, read=1), ask(ann, ab, read=3)])
+    (m1, t1), (m2, t2), (m3, t3) = outcomes
+    assert (m1.delivered, m1.read, m2.delivered, m2.read, m3.delivered, m3.read) == (3, 0, 1, 1, 3, 3)
+    assert t1 == [(user_group(ann.pk), {"type": "receipt", "channel": ab, "user": ref(bob), "delivered_seq": 3})]
+    assert t2 == [
+        (user_group(carol.pk), {"type": "receipt", "channel": bc, "user": ref(bob), "delivered_seq": 1, "read_seq": 1})
+    ]
+    assert t3 == [
+        (user_group(bob.pk), {"type": "receipt", "channel": ab, "user": ref(ann), "delivered_seq": 3, "read_seq": 3})
+    ]
+    assert (cursor_of(bob, ab), cursor_of(bob, bc), cursor_of(ann, ab)) == ((3, 0), (1, 1), (3, 3))
+
+
+def ref(user: Any) -> dict[str, Any]:
+    return {"id": user.pk, "username": user.username}
+
+
+def test_errors_in_a_batch_reach_only_their_request(ann: Any, bob: Any, carol: Any) -> None:
+    direct(ann, bob, "private")
+    services.topic_create(user=ann, name="secret", private=True)
+    publish(ann, "secret", "s1")
+    publish(ann, "room", "r1", "r2")
+    ab = str(dm_channel(ann.pk, bob.pk))
+    outcomes = cursors.cursor_requests(
+        [
+            ask(carol, ab, read=1),  # another pair's DM
+            ask(bob, "topic:room", read=2),
+            ask(bob, "topic:nowhere", delivered=1),  # missing topic
+            ask(bob, "topic:secret", read=1),  # a private topic of others
+            ask(ann, "topic:secret", read=1),  # its member
+            ask(carol, str(dm_channel(ann.pk, carol.pk)), read=3),  # a DM with no message yet
+            ask(bob, ab, delivered=1),
+        ]
+    )
+    forbidden, room, missing, secret, own_secret, empty_dm, dm = outcomes
+    assert isinstance(forbidden, Forbidden) and forbidden.code == "forbidden"
+    assert isinstance(missing, NotFound) and missing.code == "not_found"
+    assert isinstance(secret, Forbidden)
+    assert (room[0].read, own_secret[0].read, dm[0].delivered) == (2, 1, 1)
+    assert (empty_dm[0].moved, empty_dm[1]) == (False, [])
+    assert cursor_of(bob, "topic:room") == (2, 2) and cursor_of(bob, ab) == (1, 0)
+    assert not ChannelCursor.objects.filter(user=carol).exists()
+    assert not Channel.objects.filter(name="topic:nowhere").exists()
+    assert not ChannelCursor.objects.filter(user=bob, channel__name="topic:secret").exists()
+
+
+def test_authorising_a_batch_takes_two_queries(ann: Any, bob: Any, carol: Any, make_user: Any) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    from messaging.selectors import channels_readable
+
+    services.topic_create(user=ann, name="secret", private=True)
+    services.topic_create(user=carol, name="hidden", private=True)
+    publish(ann, "room", "r1")
+    direct(ann, bob, "hi")
+    users = [make_user(f"u{i}") for i in range(5)]
+    asks = [(u, topic_channel(t)) for u in users for t in ("secret", "hidden", "room")]
+    asks += [(ann, topic_channel("secret")), (carol, topic_channel("hidden")), (bob, dm_channel(ann.pk, bob.pk))]
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = channels_readable(asks=asks)
+    assert len(queries) == 2
+    assert [type(o).__name__ for o in outcomes[:3]] == ["Forbidden", "Forbidden", "Channel"]
+    assert [type(o).__name__ for o in outcomes[-3:]] == ["Channel", "Channel", "Channel"]
+
+
+def test_requests_of_one_cursor_in_a_batch_end_at_the_max(ann: Any, bob: Any, carol: Any) -> None:
+    """Two devices of bob in one batch: one move (at the max), one receipt, both
+    answers carry the cursor after it."""
+    publish(ann, "room", "a1", "a2")
+    publish(carol, "room", "c3", "c4")
+    outcomes = cursors.cursor_requests(
+        [ask(bob, "topic:room", delivered=4), ask(bob, "topic:room", read=2), ask(bob, "topic:room", delivered=1)]
+    )
+    assert [(m.delivered_before, m.delivered, m.read_before, m.read) for m, _ in outcomes] == [(0, 4, 0, 2)] * 3
+    receipts = [targets for _, targets in outcomes]
+    assert receipts[1:] == [[], []]
+    assert sorted(g for g, _ in receipts[0]) == sorted([user_group(ann.pk), user_group(carol.pk)])
+    assert {f["delivered_seq"] for _, f in receipts[0]} == {4} and {f["read_seq"] for _, f in receipts[0]} == {2}
+    assert cursor_of(bob, "topic:room") == (4, 2)
+
+
+def test_a_batch_writes_only_cursors_that_move(ann: Any, bob: Any, carol: Any) -> None:
+    publish(ann, "room", "a1", "a2")
+    cursors.cursor_move(user=bob, channel=channel("topic:room"), read=2)
+    before = ChannelCursor.objects.get(user=bob).updated_at
+    [(still, targets), (moved, _)] = cursors.cursor_requests(
+        [ask(bob, "topic:room", delivered=1, read=2), ask(carol, "topic:room", delivered=2)]
+    )
+    assert (still.moved, targets) == (False, [])
+    assert (still.delivered, still.read, still.last_seq) == (2, 2, 2)
+    assert (moved.delivered_before, moved.delivered, moved.read) == (0, 2, 0)
+    assert ChannelCursor.objects.get(user=bob).updated_at == before
+    assert cursor_of(carol, "topic:room") == (2, 0)
+
+
+def test_the_per_request_path_of_other_databases_answers_the_same(
+    ann: Any, bob: Any, carol: Any, monkeypatch: Any
+) -> None:
+    """SQLite (the embedded default) moves each request with cursor_move; run
+    that branch on PostgreSQL against the batched one."""
+    same_topic_twice(ann, carol, bob)
+    requests = [(bob, {"read": 3}), (carol, {"delivered": 5}), (bob, {"delivered": 6}), (carol, {"read": 9})]
+    batched = cursors.cursor_requests([ask(u, "topic:one", **s) for u, s in requests[:2]])
+    batched += cursors.cursor_requests([ask(u, "topic:one", **s) for u, s in requests[2:]])
+    monkeypatch.setattr(connection, "vendor", "sqlite")
+    each = cursors.cursor_requests([ask(u, "topic:two", **s) for u, s in requests[:2]])
+    each += cursors.cursor_requests([ask(u, "topic:two", **s) for u, s in requests[2:]])
+    monkeypatch.undo()
+    for (move1, targets1), (move2, targets2) in zip(batched, each, strict=True):
+        assert dataclasses.replace(move1, channel="") == dataclasses.replace(move2, channel="")
+        assert [g for g, _ in targets1] == [g for g, _ in targets2]
+    assert cursor_of(bob, "topic:one") == cursor_of(bob, "topic:two") == (6, 3)
+    assert cursor_of(carol, "topic:one") == cursor_of(carol, "topic:two") == (6, 6)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_moving_one_cursor_end_at_the_max(ann: Any, bob: Any, carol: Any) -> None:
+    """Two processes' batches at once, each moving bob's and carol's cursors of
+    several topics (in opposite orders): no deadlock, every cursor at the max,
+    one row each; half the topics race to create the rows."""
+    rounds = 6
+    rooms = []
+    for i in range(rounds):
+        room = services.topic_create(user=ann, name=f"race{i}")
+        Channel.objects.filter(pk=room.pk).update(last_seq=100)
+        if i % 2:
+            cursors.cursor_join(user=bob, channel=room)
+        rooms.append(room)
+    errors: list[BaseException] = []
+    results: list[Any] = []
+
+    def process(asks: list[cursors.CursorAsk], start: threading.Barrier) -> None:
+        try:
+            start.wait(timeout=10)
+            results.append(cursors.cursor_requests(asks))
+        except BaseException as exc:  # noqa: BLE001 -- asserted below
+            errors.append(exc)
+        finally:
+            connection.close()  # each thread has its own connection
+
+    for _ in range(3):
+        start = threading.Barrier(2)
+        first = [ask(u, r.name, read=40) for r in rooms for u in (bob, carol)]
+        second = [ask(u, r.name, delivered=70, read=30) for r in rooms for u in (carol, bob)]
+        threads = [threading.Thread(target=process, args=(asks, start)) for asks in (first, second[::-1])]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert all(not isinstance(o, BaseException) for batch in results for o in batch)
+    for room in rooms:
+        for user in (bob, carol):
+            rows = list(ChannelCursor.objects.filter(user=user, channel=room).values_list("delivered_seq", "read_seq"))
+            assert rows == [(70, 40)], (room.name, user.username)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_aborted_by_a_deadlock_runs_again(ann: Any, bob: Any) -> None:
+    """Another transaction holds bob's cursor of topic:b and then wants the one
+    of topic:a that the batch locked first: PostgreSQL aborts the batch (it
+    waited first), which runs again once the other commits."""
+    publish(ann, "a", "a1", "a2")
+    publish(ann, "b", "b1", "b2")
+    for name in ("topic:a", "topic:b"):
+        cursors.cursor_move(user=bob, channel=channel(name), delivered=1)
+    row_a, row_b = (ChannelCursor.objects.get(user=bob, channel__name=n).pk for n in ("topic:a", "topic:b"))
+    deadlocks = database_deadlocks()
+    holding, errors, outcome = threading.Event(), [], []
+
+    def other() -> None:
+        try:
+            with transaction.atomic():
+                ChannelCursor.objects.select_for_update().get(pk=row_b)
+                holding.set()
+                wait_for_a_lock_wait()  # the batch holds topic:a and waits for topic:b
+                ChannelCursor.objects.select_for_update().get(pk=row_a)
+        except BaseException as exc:  # noqa: BLE001 -- asserted below
+            errors.append(exc)
+        finally:
+            holding.set()
+            connection.close()
+
+    def batch() -> None:
+        try:
+            holding.wait(timeout=30)
+            outcome.extend(cursors.cursor_requests([ask(bob, "topic:a", read=2), ask(bob, "topic:b", read=2)]))
+        except BaseException as exc:  # noqa: BLE001 -- asserted below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=other), threading.Thread(target=batch)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert [(m.delivered_before, m.read) for m, _ in outcome] == [(1, 2), (1, 2)]
+    assert cursor_of(bob, "topic:a") == cursor_of(bob, "topic:b") == (2, 2)
+    assert database_deadlocks() == deadlocks + 1
+
+
+def database_deadlocks() -> int:
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_stat_clear_snapshot()")
+        cur.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+        return cur.fetchone()[0]
+
+
+def wait_for_a_lock_wait() -> None:
+    """Until another backend of this database waits for a row lock."""
+    with connection.cursor() as cur:
+        for _ in range(3000):
+            cur.execute("SELECT pg_stat_clear_snapshot()")  # else one view per transaction
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            if cur.fetchone()[0]:
+                return
+            threading.Event().wait(0.01)
+    raise AssertionError("the batch never waited for the lock")

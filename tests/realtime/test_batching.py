@@ -68,6 +68,36 @@ async def test_work_that_answers_the_wrong_number_of_outcomes_fails_the_batch():
         await asyncio.gather(batcher.submit(1), batcher.submit(2), batcher.submit(3))
 
 
+async def test_after_sees_the_batch_before_its_callers_hear_their_outcomes():
+    seen: list[tuple[list[int], list[object]]] = []
+    heard: list[int] = []
+
+    async def after(items, outcomes):
+        assert heard == []  # no caller has its outcome yet
+        seen.append((items, [o if not isinstance(o, BaseException) else type(o) for o in outcomes]))
+
+    batcher = Batcher(Recorder(), after=after)
+
+    async def caller(item):
+        try:
+            return await batcher.submit(item)
+        finally:
+            heard.append(item)
+
+    outcomes = await asyncio.gather(caller(1), caller(-2), caller(3), return_exceptions=True)
+    assert seen == [([1, -2, 3], [10, ValueError, 30])]
+    assert outcomes[0] == 10 and outcomes[2] == 30 and isinstance(outcomes[1], ValueError)
+
+
+async def test_a_failing_after_fails_every_item_of_its_batch():
+    async def after(items, outcomes):
+        raise ConnectionError("redis went away")
+
+    batcher = Batcher(Recorder(), after=after)
+    outcomes = await asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True)
+    assert [type(o) for o in outcomes] == [ConnectionError, ConnectionError]
+
+
 async def test_max_items_splits_a_burst():
     work = Recorder()
     batcher = Batcher(work, max_items=2)

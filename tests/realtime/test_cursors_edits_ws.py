@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -248,6 +249,53 @@ async def test_cursors_are_shared_by_the_users_sessions(auser):
         assert (ok["delivered_seq"], ok["read_seq"]) == (3, 3)
         [entry] = (await ok_of(laptop, {"type": "sync"}))["channels"]
         assert (entry["read_seq"], entry["unread"]) == (3, 0)
+
+
+async def test_sessions_acking_at_once_share_a_batch_with_their_own_answers_and_receipts(auser):
+    """Every session's `received` / `read` sent before any is answered: fewer
+    batches than requests, each session its own answer (an error only to the
+    one that may not), ann one receipt per reader of her topic messages, carol
+    the receipt of her DM."""
+    from realtime.consumers import cursor_batch
+
+    ann, carol, eve = await auser(), await auser(), await auser()
+    readers = [await auser() for _ in range(5)]
+    await store_topic(ann, "hall", "h1", "h2")
+    await store_dm(carol, readers[0], "psst")
+    await store_dm(ann, carol, "not for eve")
+    dm = dm_name(carol, readers[0])
+    async with contextlib.AsyncExitStack() as stack:
+        a = await stack.enter_async_context(ws_session(ann))
+        c = await stack.enter_async_context(ws_session(carol))
+        e = await stack.enter_async_context(ws_session(eve))
+        sessions = [await stack.enter_async_context(ws_session(r)) for r in readers]
+        batches = cursor_batch.for_loop().batches
+        for i, session in enumerate(sessions):
+            kind, seq = ("received", 2) if i % 2 else ("read", 1)
+            await session.send({"type": kind, "channel": "topic:hall", "seq": seq, "ref": "r"})
+        await sessions[0].send({"type": "read", "channel": dm, "seq": 1, "ref": "dm"})
+        await e.send({"type": "read", "channel": dm_name(ann, carol), "seq": 1, "ref": "no"})
+        answers = [await s.recv() for s in sessions]
+        assert (await e.recv())["code"] == "forbidden"
+        assert cursor_batch.for_loop().batches - batches < len(sessions) + 2
+        for i, answer in enumerate(answers):
+            assert (answer["type"], answer["ref"]) == ("ok", "r")
+            assert (answer["delivered_seq"], answer["read_seq"]) == ((2, 0) if i % 2 else (1, 1))
+        assert (await sessions[0].recv())["read_seq"] == 1  # the DM's answer
+        receipts = [await a.recv() for _ in readers]
+        assert sorted(r["user"]["id"] for r in receipts) == sorted(r.pk for r in readers)
+        assert {r["channel"] for r in receipts} == {"topic:hall"}
+        assert await c.recv() == {
+            "type": "receipt",
+            "channel": dm,
+            "user": ref_of(readers[0]),
+            "delivered_seq": 1,
+            "read_seq": 1,
+        }
+        assert await a.nothing(0.2) and await c.nothing(0.1)
+    for i, reader in enumerate(readers):
+        assert await cursor(reader, "topic:hall") == ((2, 0) if i % 2 else (1, 1))
+    assert await cursor(eve, dm_name(ann, carol)) is None
 
 
 # --- edit -----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import itertools
 import uuid
 
 import pytest
+import redis
 from django.conf import settings
 
 from realtime.store import MemorySessionStore, RedisSessionStore
@@ -267,3 +268,46 @@ async def test_enter_creates_of_the_same_moment_each_get_their_own_answer(store)
     )
     assert admitted == [True, True, False]
     assert [await store.load(sid) is not None for sid in sids] == [True, True, False]
+
+
+async def test_acks_made_together_go_in_one_pipeline_each_error_to_its_caller():
+    """Acks of many sessions asked for at once: one pipeline; a session key
+    that is not a hash (a broken key) fails only its own ack."""
+    if not settings.REDIS_URL:
+        pytest.skip("REDIS_URL is not set")
+    store = RedisSessionStore(settings.REDIS_URL, prefix=f"test-{uuid.uuid4().hex}")
+    client = store.redis
+    try:
+        sids = [sid_new() for _ in range(5)]
+        for sid in sids:
+            await store.create(sid, user_id=1, owner="actor-a", ttl=LONG)
+        broken = sid_new()
+        await client.set(store._s(broken), "not a hash")
+        pipeline = store.ack_pipeline()
+        before = pipeline.batches
+        outcomes = await asyncio.gather(
+            *(store.ack(sid, "topic:a", i + 1) for i, sid in enumerate(sids)),
+            store.ack(broken, "topic:a", 9),
+            return_exceptions=True,
+        )
+        assert pipeline.batches - before == 1
+        assert outcomes[:5] == [None] * 5
+        assert isinstance(outcomes[5], redis.exceptions.ResponseError)
+        assert [(await store.load(sid)).acked for sid in sids] == [{"topic:a": i + 1} for i in range(5)]
+        await store.ack(sids[0], "topic:a", 7)  # the next batch runs
+        assert (await store.load(sids[0])).acked == {"topic:a": 7}
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{store.prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+async def test_a_failed_ack_pipeline_fails_every_ack_of_its_batch():
+    """No Redis listening: each caller of the batch hears the connection error."""
+    store = RedisSessionStore("redis://127.0.0.1:1/0", prefix="unreachable")
+    acks = [store.ack("s1", "topic:a", 1), store.ack("s2", "topic:a", 2)]
+    outcomes = await asyncio.gather(*acks, return_exceptions=True)
+    assert [type(o) for o in outcomes] == [redis.exceptions.ConnectionError] * 2
+    assert store.ack_pipeline().batches == 1
+    await store.redis.aclose()
