@@ -18,7 +18,37 @@ from .models import LastSeen
 
 
 def last_seen_touch(*, user_id: int) -> None:
-    LastSeen.objects.update_or_create(user_id=user_id, defaults={"at": timezone.now()})
+    _last_seen_upsert([user_id], at=timezone.now())
+
+
+def last_seen_touch_many(user_ids: list[int]) -> list[None]:
+    """last_seen = now for the users of the moment (sessions ending, the
+    once-a-minute activity mark): one statement, however many. Every
+    session of a user who pings marks it once a minute, so 10,000 sessions
+    opened together came due together; one transaction each filled the
+    thread pool for seconds and held up the sends queued behind them."""
+    _last_seen_upsert(user_ids, at=timezone.now())
+    return [None] * len(user_ids)
+
+
+def _last_seen_upsert(user_ids: list[int], *, at: Any) -> set[int]:
+    """Set last_seen of those of `user_ids` that still exist; their ids.
+
+    One statement (no get-then-write transaction per user), in plain SQL
+    that PostgreSQL and the embedded SQLite both run."""
+    ids = sorted(set(user_ids))
+    if not ids:
+        return set()
+    users = get_user_model()._meta
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {LastSeen._meta.db_table} (user_id, at) "
+            f"SELECT {users.pk.column}, %s FROM {users.db_table} "
+            f"WHERE {users.pk.column} IN ({', '.join(['%s'] * len(ids))}) "
+            "ON CONFLICT (user_id) DO UPDATE SET at = EXCLUDED.at RETURNING user_id",
+            [at, *ids],
+        )
+        return {uid for (uid,) in cursor.fetchall()}
 
 
 def presence_visible(
@@ -79,21 +109,8 @@ def presence_enter_many(items: list[EnterItem]) -> list[dict[str, Any] | None]:
     come from the connects (no reload): a user deleted meanwhile gets no
     frame, as `presence_frame` gives none."""
     now = timezone.now()
-    user_table = get_user_model()._meta
-    touched = sorted({user.pk for user, touch, _ in items if touch})
-    exists: dict[int, Any] = {}
-    if touched:
-        # One statement: no get-then-write transaction per user.
-        with connection.cursor() as cursor:
-            # Plain SQL that PostgreSQL and the embedded SQLite both run.
-            cursor.execute(
-                f"INSERT INTO {LastSeen._meta.db_table} (user_id, at) "
-                f"SELECT {user_table.pk.column}, %s FROM {user_table.db_table} "
-                f"WHERE {user_table.pk.column} IN ({', '.join(['%s'] * len(touched))}) "
-                "ON CONFLICT (user_id) DO UPDATE SET at = EXCLUDED.at RETURNING user_id",
-                [now, *touched],
-            )
-            exists.update((uid, now) for (uid,) in cursor.fetchall())
+    touched = [user.pk for user, touch, _ in items if touch]
+    exists: dict[int, Any] = dict.fromkeys(_last_seen_upsert(touched, at=now), now)
     untouched = sorted({user.pk for user, touch, status in items if status is not None and not touch})
     if untouched:
         found = set(get_user_model().objects.filter(pk__in=untouched).values_list("pk", flat=True))

@@ -18,7 +18,8 @@ from .hub import presence_hub
 
 presence_visible = database_sync_to_async(services.presence_visible, thread_sensitive=False)
 presence_states = database_sync_to_async(services.presence_states, thread_sensitive=False)
-last_seen_touch = database_sync_to_async(services.last_seen_touch, thread_sensitive=False)
+# Sessions ending and the once-a-minute activity marks of the moment: one upsert.
+last_seen_touches = LoopBatcher(services.last_seen_touch_many)
 # The connects of a burst share one thread hop and one upsert (`realtime.batching`).
 presence_enters = LoopBatcher(services.presence_enter_many)
 channel_check = database_sync_to_async(channel_readable, thread_sensitive=False)
@@ -53,12 +54,12 @@ class PresenceSession:
         self.hub.detach(self.actor)
         grace = settings.CHAT["PRESENCE_GRACE"]
         await self.store.session_drop(self.user.pk, self.actor.channel_name, grace=grace)
-        await last_seen_touch(user_id=self.user.pk)
+        await last_seen_touches.submit(self.user.pk)
 
     async def activity(self) -> None:
         """Any frame: last_seen moves, at most once a minute per user."""
         if await self.store.last_seen_due(self.user.pk):
-            await last_seen_touch(user_id=self.user.pk)
+            await last_seen_touches.submit(self.user.pk)
 
     async def set(self, status: str) -> str:
         """online/away are this session's; dnd is the user's until `online`."""
