@@ -15,7 +15,8 @@ PARTS = {
     "cursor batch in the thread pool (cursor_requests)": ("cursor_requests",),
     "batcher task on the loop (Batcher._run, its receipts included)": ("Batcher._run",),
     "receipts published (receipts_publish)": ("receipts_publish",),
-    "resume points to Redis (AckPipeline)": ("AckPipeline",),
+    # AckPipeline in the profiles of 21:00 UTC; RedisSessionStore._ack_many on a LoopBatcher since.
+    "resume points to Redis (AckPipeline, _ack_many)": ("AckPipeline", "_ack_many"),
     "frame handlers (on_received, on_read, acks_flush)": ("on_received", "on_read", "acks_flush"),
     "the session's call (move_cursor; before the batch: the whole path)": ("move_cursor",),
 }

@@ -11,11 +11,10 @@ Per user: the live sessions, to cap connections per user.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from django.conf import settings
 
@@ -89,49 +88,6 @@ return 1
 )
 
 
-class AckPipeline:
-    """The resume points (`ack`) this event loop's sessions write while the
-    previous ones are on their way, sent as one pipeline: one round trip and
-    one connection checkout for a batch instead of one per `received`."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.pending: list[tuple[str, str, int, asyncio.Future[None]]] = []
-        self.task: asyncio.Task[None] | None = None
-        self.batches = 0  # pipelines sent, for tests
-
-    async def ack(self, key: str, field: str, seq: int) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.pending.append((key, field, seq, future))
-        if self.task is None:
-            # Created now, run from the next turn: acks of this turn join it.
-            self.task = asyncio.get_running_loop().create_task(self._run())
-        await future
-
-    async def _run(self) -> None:
-        try:
-            while self.pending:
-                batch, self.pending = self.pending, []
-                self.batches += 1
-                try:
-                    async with self.client.pipeline(transaction=False) as pipe:
-                        for key, field, seq, _ in batch:
-                            pipe.eval(_ACK, 1, key, field, seq)
-                        # A command's error is its caller's only.
-                        outcomes = await pipe.execute(raise_on_error=False)
-                except Exception as exc:  # noqa: BLE001 - every caller of the batch hears why
-                    outcomes = [exc] * len(batch)
-                for (*_, future), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(None)
-        finally:
-            self.task = None
-
-
 class RedisSessionStore:
     """Hash `chat:s:<sid>` (user, created, owner, topics, a:<channel>) and
     sorted set `chat:u:<uid>` of the live sessions' actors (channel-layer
@@ -147,7 +103,9 @@ class RedisSessionStore:
         # sessions): one pipeline each kind, not a pool connection per session.
         self._touching = LoopBatcher(self._touch_many, in_thread=False)
         self._user_entering = LoopBatcher(self._user_enter_many, in_thread=False)
-        self._acks: dict[asyncio.AbstractEventLoop, AckPipeline] = {}
+        # The resume points written while the previous ones are on their way:
+        # one pipeline, each `received`'s error its own caller's.
+        self._acking = LoopBatcher(self._ack_many, in_thread=False)
 
     @property
     def redis(self):  # type: ignore[no-untyped-def]
@@ -208,18 +166,15 @@ class RedisSessionStore:
     async def ack_forget(self, sid: str, channel: str) -> None:
         await self.redis.hdel(self._s(sid), f"a:{channel}")
 
-    def ack_pipeline(self) -> AckPipeline:
-        """This event loop's `AckPipeline`, made on first use."""
-        loop = asyncio.get_running_loop()
-        pipeline = self._acks.get(loop)
-        if pipeline is None:
-            for old in [lp for lp in self._acks if lp.is_closed()]:
-                del self._acks[old]
-            pipeline = self._acks[loop] = AckPipeline(self.redis)
-        return pipeline
-
     async def ack(self, sid: str, channel: str, seq: int) -> None:
-        await self.ack_pipeline().ack(self._s(sid), f"a:{channel}", seq)
+        await self._acking.submit((self._s(sid), f"a:{channel}", seq))
+
+    async def _ack_many(self, items: list[tuple[str, str, int]]) -> list[None | BaseException]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, field, seq in items:
+                pipe.eval(_ACK, 1, key, field, seq)
+            results = await pipe.execute(raise_on_error=False)
+        return [r if isinstance(r, BaseException) else None for r in results]
 
     async def user_enter(self, user_id: int, sid: str, *, limit: int, ttl: float) -> bool:
         """Admit (or refresh) `sid` among the user's live sessions; the calls

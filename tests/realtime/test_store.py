@@ -283,7 +283,7 @@ async def test_acks_made_together_go_in_one_pipeline_each_error_to_its_caller():
             await store.create(sid, user_id=1, owner="actor-a", ttl=LONG)
         broken = sid_new()
         await client.set(store._s(broken), "not a hash")
-        pipeline = store.ack_pipeline()
+        pipeline = store._acking.for_loop()
         before = pipeline.batches
         outcomes = await asyncio.gather(
             *(store.ack(sid, "topic:a", i + 1) for i, sid in enumerate(sids)),
@@ -309,5 +309,5 @@ async def test_a_failed_ack_pipeline_fails_every_ack_of_its_batch():
     acks = [store.ack("s1", "topic:a", 1), store.ack("s2", "topic:a", 2)]
     outcomes = await asyncio.gather(*acks, return_exceptions=True)
     assert [type(o) for o in outcomes] == [redis.exceptions.ConnectionError] * 2
-    assert store.ack_pipeline().batches == 1
+    assert store._acking.for_loop().batches == 1
     await store.redis.aclose()
