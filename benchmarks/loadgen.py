@@ -129,7 +129,10 @@ class Session:
     recorder: Recorder
     waiting: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     pending_acks: dict[str, int] = field(default_factory=dict)
-    sent_at: dict[str, float] = field(default_factory=dict)  # ref of a send -> its send time
+    # ref of a send -> its send time and the recorder it was sent under: an
+    # answer that comes after the recorder changed (a warm-up send's `ok`
+    # overtaken by its deliveries) counts for the phase that sent it.
+    sent_at: dict[str, tuple[float, Recorder]] = field(default_factory=dict)
     reader: asyncio.Task[None] | None = None
     refs: int = 0
     closed_by_server: int | None = None
@@ -159,13 +162,13 @@ class Session:
                         if not waiter.done():
                             waiter.set_result(frame)
                     elif ref.startswith("s"):  # a send's answer
-                        sent_at = self.sent_at.pop(ref, None)
+                        sent_at, recorder = self.sent_at.pop(ref, (None, self.recorder))
                         if kind == "ok":
-                            self.recorder.stored += 1
+                            recorder.stored += 1
                             if sent_at is not None:
-                                self.recorder.ok_latencies.append(now - sent_at)
+                                recorder.ok_latencies.append(now - sent_at)
                         else:
-                            self.recorder.error(f"{frame.get('code')}: {frame.get('message')}")
+                            recorder.error(f"{frame.get('code')}: {frame.get('message')}")
         except (ConnectionClosed, WebSocketException):
             pass
         finally:
@@ -204,7 +207,7 @@ class Session:
         else:
             self.refs += 1
             frame = {"type": what, "body": text, "ref": f"s{self.refs}"}
-            self.sent_at[frame["ref"]] = time.monotonic()
+            self.sent_at[frame["ref"]] = (time.monotonic(), self.recorder)
             if what == "direct":
                 frame["to"] = target
             elif what == "publish":
