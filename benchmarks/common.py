@@ -161,6 +161,26 @@ def redis_flush(url: str) -> None:
         client.close()
 
 
+def server_env(*, database_url: str, redis_url: str, stem: str, drop: tuple[str, ...] = ("CHAT_",)) -> dict[str, str]:
+    """The environment our server runs under in a benchmark: this process's
+    minus any `drop`-prefixed setting, a fresh key prefix (`stem` + random)
+    so runs on one Redis db stay apart, production mode, day-long tokens."""
+    prefix = stem + secrets.token_hex(3)
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(drop)},
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CHANNEL_PREFIX": prefix,
+        "CHAT_STORE_PREFIX": prefix + "chat",
+        "SECRET_KEY": "bench-" + secrets.token_urlsafe(32),
+        "ENV_FILE": "/nonexistent",
+        "DEBUG": "0",
+        "LOG_LEVEL": "WARNING",
+        "ACCESS_TOKEN_LIFETIME": "86400",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def migrate(env: dict[str, str], log_path: Path) -> None:
     with log_path.open("ab") as log:
         done = subprocess.run(

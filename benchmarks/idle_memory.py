@@ -32,7 +32,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import secrets
 import shlex
 import signal
 import statistics
@@ -63,6 +62,7 @@ from benchmarks.common import (  # noqa: E402
     raise_nofile,
     require_loopback,
     rss_kib,
+    server_env,
     users_with_tokens,
 )
 
@@ -299,20 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     log = RESULTS / f"{stamp}-idle-memory.log"
     with bench_database(args.pg_admin_url) as database_url:
-        prefix = "idlemem" + secrets.token_hex(3)
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("CHAT_")},
-            "DATABASE_URL": database_url,
-            "REDIS_URL": args.redis_url,
-            "CHANNEL_PREFIX": prefix,
-            "CHAT_STORE_PREFIX": prefix + "chat",
-            "SECRET_KEY": "bench-" + secrets.token_urlsafe(32),
-            "ENV_FILE": "/nonexistent",
-            "DEBUG": "0",
-            "LOG_LEVEL": "WARNING",
-            "ACCESS_TOKEN_LIFETIME": "86400",
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = server_env(database_url=database_url, redis_url=args.redis_url, stem="idlemem")
         migrate(env, log)
         tokens = users_with_tokens(env, args.warmup + args.n)
         for r in range(args.rounds):
@@ -337,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             import redis
 
             client = redis.Redis.from_url(args.redis_url)
-            keys = list(client.scan_iter(match=prefix + "*", count=1000))
+            keys = list(client.scan_iter(match=env["CHANNEL_PREFIX"] + "*", count=1000))
             for i in range(0, len(keys), 1000):
                 client.delete(*keys[i : i + 1000])
     report = {

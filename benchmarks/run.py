@@ -41,7 +41,6 @@ import datetime as dt
 import json
 import os
 import platform
-import secrets
 import shlex
 import signal
 import subprocess
@@ -71,6 +70,7 @@ from benchmarks.common import (  # noqa: E402
     raise_nofile,
     require_loopback,
     rss_kib,
+    server_env,
     users_with_tokens,
     wait_for_quiet,
 )
@@ -856,23 +856,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with bench_database(args.pg_admin_url) as database_url:
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "BASELINE_"))}
-        prefix = "bench" + secrets.token_hex(3)
         ours_env = {
-            **base_env,
-            "DATABASE_URL": database_url,
-            "REDIS_URL": args.redis_url,
-            "CHANNEL_PREFIX": prefix,
-            "CHAT_STORE_PREFIX": prefix + "chat",
-            "SECRET_KEY": "bench-" + secrets.token_urlsafe(32),
-            "ENV_FILE": "/nonexistent",
-            "DEBUG": "0",
-            "LOG_LEVEL": "WARNING",
-            "ACCESS_TOKEN_LIFETIME": "86400",
+            **server_env(
+                database_url=database_url, redis_url=args.redis_url, stem="bench", drop=("CHAT_", "BASELINE_")
+            ),
             # One publisher drives the fan-out sweep: lift its per-session send limit above the top rate.
             "CHAT_SEND_RATE": str(max(20.0, max(args.rates) * 2)),
             "CHAT_SEND_BURST": str(max(40, int(max(args.rates) * 4))),
-            "PYTHONUNBUFFERED": "1",
         }
+        prefix = ours_env["CHANNEL_PREFIX"]
         base_env = {
             **base_env,
             "DJANGO_SETTINGS_MODULE": "benchmarks.baseline.settings",
