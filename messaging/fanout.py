@@ -36,6 +36,8 @@ import msgspec
 import redis
 from django.conf import settings
 
+from realtime.batching import Batcher
+
 log = logging.getLogger(__name__)
 
 RESUBSCRIBE_AFTER = 0.5
@@ -69,11 +71,10 @@ class FanoutHub:
         self.redis_url: str = settings.REDIS_URL
         self.publisher: Any = None
         self.task: asyncio.Task[None] | None = None
-        # PUBLISHes waiting for the next pipeline, and whether one is being sent.
-        self.outgoing: list[tuple[bytes, asyncio.Future[None]]] = []
-        self.sending = False
-        self.sender: asyncio.Task[None] | None = None
-        self.pipelines = 0  # pipelines sent, for tests and the benchmarks
+        # Publishes made while the previous pipeline was sent (the answers of
+        # one stored batch, all released in one turn) go out together: one
+        # round trip and one connection instead of one each, in order.
+        self.outbound: Batcher[bytes, None] = Batcher(self._publish_pipeline, in_thread=False)
         # The subscribing connection's CLIENT SETNAME, to find it in CLIENT LIST.
         self.client_name = f"{self.channel}:{os.getpid()}:{next(_hub_numbers)}"
 
@@ -106,61 +107,27 @@ class FanoutHub:
 
     # --- sending -----------------------------------------------------------------
 
+    @property
+    def pipelines(self) -> int:
+        """Pipelines of PUBLISHes sent, for tests and the benchmarks."""
+        return self.outbound.batches
+
     async def publish(self, group: str, event: dict[str, Any]) -> None:
         if self.publisher is None:
             self.deliver(group, event)
             return
-        # Publishes made while the previous pipeline was sent (the answers of
-        # one stored batch, all released in one turn) go out together: one
-        # round trip and one connection instead of one each. Order is kept.
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self.outgoing.append((pack(group, event), future))
-        if not self.sending:
-            self.sending = True
-            loop.call_soon(self._sender_start, loop)
-        await future
+        await self.outbound.submit(pack(group, event))
 
-    def _sender_start(self, loop: asyncio.AbstractEventLoop) -> None:
-        # Kept: the loop holds only a weak reference to a task.
-        self.sender = loop.create_task(self.send_outgoing())
-
-    async def send_outgoing(self) -> None:
-        try:
-            while self.outgoing:
-                batch, self.outgoing = self.outgoing, []
-                self.pipelines += 1
-                pipe = self.publisher.pipeline(transaction=False)
-                for data, _ in batch:
-                    pipe.publish(self.channel, data)
-                try:
-                    await pipe.execute()
-                except Exception as exc:  # noqa: BLE001 - every publisher of the batch hears why
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                except asyncio.CancelledError:
-                    # The loop is shutting down: no publisher may wait forever.
-                    for _, future in batch + self.outgoing:
-                        future.cancel()
-                    raise
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
-        finally:
-            self.sending = False
+    async def _publish_pipeline(self, packed: list[bytes]) -> list[None]:
+        async with self.publisher.pipeline(transaction=False) as pipe:
+            for data in packed:
+                pipe.publish(self.channel, data)
+            await pipe.execute()
+        return [None] * len(packed)
 
     async def publish_many(self, sends: list[tuple[str, dict[str, Any]]]) -> None:
-        """Several group sends in one round trip (one pipeline of PUBLISHes)."""
-        if self.publisher is None:
-            for group, event in sends:
-                self.deliver(group, event)
-            return
-        async with self.publisher.pipeline(transaction=False) as pipe:
-            for group, event in sends:
-                pipe.publish(self.channel, pack(group, event))
-            await pipe.execute()
+        """Several group sends, in order, in one round trip (they share a pipeline)."""
+        await asyncio.gather(*(self.publish(group, event) for group, event in sends))
 
     def deliver(self, group: str, event: dict[str, Any]) -> None:
         members = self.groups.get(group)

@@ -53,6 +53,7 @@ class Batcher(Generic[Item, Result]):
         self.concurrency = concurrency
         self.pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self.running = 0
+        self.tasks: set[asyncio.Task[None]] = set()  # kept: the loop holds tasks only weakly
         self.batches = 0  # calls made, for tests and the benchmarks' counters
 
     async def submit(self, item: Item) -> Result:
@@ -67,7 +68,9 @@ class Batcher(Generic[Item, Result]):
         return await future
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.create_task(self._run())
+        task = loop.create_task(self._run())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def _run(self) -> None:
         try:
@@ -90,6 +93,12 @@ class Batcher(Generic[Item, Result]):
                         if not future.done():
                             future.set_exception(exc)
                     continue
+                except asyncio.CancelledError:
+                    # The loop is shutting down: no caller may wait forever.
+                    for _, future in batch + self.pending:
+                        future.cancel()
+                    self.pending = []
+                    raise
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if future.done():
                         continue

@@ -164,3 +164,24 @@ async def test_async_work_runs_on_the_loop_with_the_same_grouping():
     assert isinstance(results[1], ValueError) and str(results[1]) == "bad -2"
     assert calls == [[1, -2, 3]]
     assert await LoopBatcher(work, in_thread=False).submit(5) == 6
+
+
+async def test_a_cancelled_batch_cancels_its_callers_and_those_waiting():
+    """The loop shutting down while a batch runs: nobody waits forever."""
+    started = asyncio.Event()
+
+    async def work(items):
+        started.set()
+        await asyncio.sleep(60)
+        return items
+
+    batcher = Batcher(work, in_thread=False)
+    first = asyncio.ensure_future(batcher.submit(1))
+    await started.wait()
+    later = asyncio.ensure_future(batcher.submit(2))  # waits for the next batch
+    await asyncio.sleep(0)
+    (task,) = batcher.tasks
+    task.cancel()
+    outcomes = await asyncio.gather(first, later, return_exceptions=True)
+    assert [type(o) for o in outcomes] == [asyncio.CancelledError] * 2
+    assert batcher.running == 0 and batcher.pending == [] and not batcher.tasks
